@@ -1,0 +1,1 @@
+"""Emulated pump hardware, virtual clock and ports (issue 3)."""

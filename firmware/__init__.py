@@ -1,0 +1,1 @@
+"""Controller firmware: therapy state machine and safety logic (issue 4)."""

@@ -1,0 +1,1 @@
+"""Host tools: the thecal CLI, client library, benchmarks."""
