@@ -1,0 +1,131 @@
+"""`thecal bench ...`: throughput figures as one JSON document.
+
+Figures are the best of several repeats (the least disturbed by whatever else the
+machine was doing), with the median beside it, measured in one process on one core.
+docs/performance.md quotes them with the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from protocol import codec
+from protocol.auth import FrameSigner, FrameVerifier
+from protocol.codes import AlarmId, Priority, Role, TherapyState
+from protocol.messages import AlarmEntry, BolusRequest, StatusAck
+from protocol.schema import NONE_U64
+
+TARGETS = {"status_response_pairs_per_s": 100_000, "authenticated_request_pairs_per_s": 50_000}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def _rate(pair: Callable[[int], None], seconds: float, repeats: int) -> dict[str, float]:
+    # Calibrate a batch size that takes about `seconds`, then time `repeats` batches.
+    n = 1000
+    while True:
+        t0 = time.perf_counter()
+        for i in range(n):
+            pair(i)
+        dt = time.perf_counter() - t0
+        if dt >= seconds / 4 or n >= 10_000_000:
+            break
+        n *= 2
+    n = max(1000, int(n * seconds / max(dt, 1e-9)))
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(n):
+            pair(i)
+        rates.append(n / (time.perf_counter() - t0))
+    return {"best": round(max(rates)), "median": round(statistics.median(rates)), "pairs_per_repeat": n}
+
+
+def example_status() -> StatusAck:
+    return StatusAck(
+        state=TherapyState.RUNNING,
+        bolus_active=False,
+        time_s=86_400,
+        clock_s=1_767_312_000,
+        drug="morphine",
+        concentration_ng_per_ml=5_000_000,
+        basal_rate_ng_per_day=1_500_000,
+        reservoir_nl=11_400_000,
+        low_reservoir_at_s=NONE_U64,
+        lockout_remaining_s=3_600,
+        boluses_24h=2,
+        max_boluses_24h=6,
+        dose_24h_ng=1_450_000,
+        max_dose_24h_ng=3_000_000,
+        alarms=(AlarmEntry(alarm=AlarmId.LOW_RESERVOIR, priority=Priority.LOW, acknowledged=False),),
+        battery_mv=3_050,
+        last_command_id=42,
+    )
+
+
+def bench_codec(seconds: float = 1.0, repeats: int = 5) -> dict[str, Any]:
+    """Encode+decode pairs per second: a status response (unauthenticated, as the pump
+    sends it) and a signed bolus request checked by the verifier (as the pump receives it)."""
+    status = example_status()
+    decoder = codec.MessageDecoder()
+    encode = codec.encode
+    feed = decoder.feed
+
+    def status_pair(i: int) -> None:
+        (item,) = feed(encode(status, i))
+        if item.message.last_command_id != 42:
+            raise AssertionError("status did not survive the round trip")
+
+    key = bytes(range(32))
+    signer = FrameSigner(Role.PATIENT, key)
+    verifier = FrameVerifier({Role.PATIENT: key})
+    check = verifier.check
+    request = BolusRequest(command_id=7)
+
+    def auth_pair(i: int) -> None:
+        (item,) = feed(encode(request, i, signer))
+        if not check(item.frame).ok:
+            raise AssertionError("signed request failed verification")
+
+    results = {
+        "status_response_pairs_per_s": _rate(status_pair, seconds, repeats),
+        "authenticated_request_pairs_per_s": _rate(auth_pair, seconds, repeats),
+    }
+    if decoder.frames.error_count or decoder.rejected:
+        raise AssertionError("the benchmark's own frames were rejected")
+    return {
+        "bench": "codec",
+        "unit": "encode+decode pairs per second, one core",
+        "results": {k: {**v, "target": TARGETS[k], "meets_target": v["best"] >= TARGETS[k]} for k, v in results.items()},
+        "status_frame_bytes": len(encode(status, 0)),
+        "request_frame_bytes": len(encode(request, 0, FrameSigner(Role.PATIENT, key))),
+        "machine": machine(),
+    }
+
+
+def run_bench(what: str, seconds: float = 1.0, repeats: int = 5) -> dict[str, Any]:
+    if what == "codec":
+        return bench_codec(seconds, repeats)
+    raise ValueError(f"unknown benchmark {what!r}")
