@@ -1,0 +1,474 @@
+"""The pump hardware as the controller sees it over the pump link.
+
+PumpHardware holds the physical parts (fluid path, stroke mechanism, battery, beeper,
+hardware watchdog) and the event queue, takes pump-link messages from the controller and
+puts its answers in `outbox`. It knows nothing of ports or processes: the server moves
+bytes, this decides what the hardware does. Its own safeguards do not trust the
+controller: a run is bounded, a silent controller has the motor stopped by the watchdog.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.codes import BeepPattern, Fault, MotorState, ResetCause, RunOutcome, WakeReason
+from protocol.messages import (
+    Beep,
+    ControllerStart,
+    HostTx,
+    HwInfo,
+    HwInfoRequest,
+    Message,
+    MotorRun,
+    MotorStop,
+    PowerOn,
+    RunProgress,
+    SensorRequest,
+    Sensors,
+    SleepUntil,
+    Time,
+    TimeRequest,
+    WatchdogKick,
+)
+from protocol.schema import NONE_U64
+
+from .battery import Battery
+from .beeper import Beeper
+from .clock import Scheduler, Timer
+from .fluid import FluidPath, fg_for
+from .model import PumpModel
+
+ANY_RUN = 0xFFFF
+DEFAULT_RTC_EPOCH_S = 1_767_225_600  # 2026-01-01T00:00 local, as seconds since 1970
+EVENT_LOG_MAX = 10_000
+
+
+@dataclass
+class Run:
+    run_id: int
+    strokes: int
+    interval_ms: int
+    made: int = 0
+    timer: Timer | None = None
+
+
+@dataclass(frozen=True)
+class HardwareEvent:
+    """Something the hardware itself noticed (for the emulator's own record and tests)."""
+
+    time_ms: int
+    what: str
+    detail: str = ""
+
+
+class PumpHardware:
+    def __init__(
+        self,
+        model: PumpModel,
+        state: dict[str, Any] | None = None,
+        seed: int = 0,
+        on_host_tx: Callable[[bytes], None] | None = None,
+        reset_hook: Callable[[ResetCause], None] | None = None,
+        rtc_epoch_s: int = DEFAULT_RTC_EPOCH_S,
+    ) -> None:
+        self.model = model
+        s = state or {}
+        self.sched = Scheduler(s.get("time_ms", 0))
+        fill_nl = model.initial_fill_ul * 1000
+        conc = model.initial_concentration_ng_per_ml
+        self.fluid = FluidPath(
+            capacity_nl=model.reservoir_capacity_ul * 1000,
+            reservoir_nl=s.get("reservoir_nl", fill_nl),
+            reservoir_fg=s.get("reservoir_fg", fg_for(fill_nl, conc)),
+            dead_volume_nl=model.catheter_dead_volume_nl,
+            catheter_fg=fg_for(model.catheter_dead_volume_nl, conc),
+            pa_per_nl=model.occlusion_pa_per_nl,
+            stall_pa=model.stall_pressure_pa,
+            vent_nl_per_s=model.vent_nl_per_s,
+        )
+        if "catheter" in s:
+            self.fluid.catheter = deque([list(seg) for seg in s["catheter"]])
+        for key in ("pending_nl", "pending_fg", "delivered_nl", "delivered_fg", "leaked_nl", "pocket_nl"):
+            setattr(self.fluid, key, s.get(key, 0))
+        self.fluid._settled_ms = self.sched.now_ms
+        self.battery = Battery(model.battery_full_mv, model.battery_nv_per_stroke, model.battery_nv_per_hour)
+        self.battery.used_nv = s.get("battery_used_nv", 0)
+        self.beeper = Beeper(s.get("tones_total", 0))
+        self.odometer = s.get("odometer_strokes", 0)
+        self.boot_count = s.get("boot_count", 0)
+        # The RTC reads rtc_epoch_s at pump time 0 (`--start`); kept with the pump's state.
+        self.rtc_epoch_s = s.get("rtc_epoch_s", rtc_epoch_s)
+        self.rng = random.Random(seed)
+        self.on_host_tx = on_host_tx
+        # Called to restart the controller (watchdog); default: send it POWER_ON.
+        self.reset_hook = reset_hook
+        # What the next CONTROLLER_START is told (split mode: a process announcing itself).
+        self.pending_cause = ResetCause.POWER_UP if self.boot_count == 0 else ResetCause.PROCESS_RESTART
+        self.outbox: list[Message] = []
+        self.events: deque[HardwareEvent] = deque(maxlen=EVENT_LOG_MAX)
+        self.run: Run | None = None
+        self.motor_state = MotorState.IDLE
+        self.stall_fault = False
+        self.stroke_fault_ppm = 0
+        self.controller_busy = False  # sent something, no SLEEP_UNTIL since
+        self.controller_powered = False
+        self.last_kick_ms: int | None = None  # None: no kick since the controller (re)started
+        self._window_from_ms = self.sched.now_ms  # the watchdog window runs from here
+        self._watchdog: Timer | None = None
+        self._wake: Timer | None = None
+        self._vent: Timer | None = None
+        self._beeps: list[Timer] = []
+        self._last_ms = self.sched.now_ms
+        self._pressure_high = False
+        self._battery_band = self._band(self.battery.mv)
+
+    # ------------------------------------------------------------ time
+
+    @property
+    def now_ms(self) -> int:
+        return self.sched.now_ms
+
+    @property
+    def rtc_s(self) -> int:
+        return self.rtc_epoch_s + self.sched.now_ms // 1000
+
+    def _elapse(self) -> None:
+        """Bring continuous processes (battery drain, venting) up to now."""
+        now = self.sched.now_ms
+        if now > self._last_ms:
+            self.battery.elapse(now - self._last_ms)
+            self._last_ms = now
+        self.fluid.settle(now)
+
+    def run_due(self, limit_ms: int) -> bool:
+        """Run the next hardware event at or before limit_ms. False if none is due."""
+        due = self.sched.next_due_ms()
+        if due is None or due > limit_ms:
+            return False
+        self.sched.now_ms = due
+        self._elapse()
+        return self.sched.run_next(limit_ms)
+
+    def advance_idle(self, to_ms: int) -> None:
+        """Move time to to_ms when nothing is due before it."""
+        if to_ms > self.sched.now_ms:
+            self.sched.now_ms = to_ms
+        self._elapse()
+        self._check_battery()
+
+    def record(self, what: str, detail: str = "") -> None:
+        self.events.append(HardwareEvent(self.sched.now_ms, what, detail))
+
+    # ------------------------------------------------------------ controller lifecycle
+
+    def power_on_controller(self, cause: ResetCause) -> None:
+        """The controller (re)starts: it gets POWER_ON and a fresh watchdog window."""
+        self.boot_count += 1
+        self.controller_powered = True
+        self.last_kick_ms = None
+        self._window_from_ms = self.now_ms
+        self._arm_watchdog()
+        self.record("controller_power_on", cause.name.lower())
+        self._send(PowerOn(reset_cause=cause, time_ms=self.now_ms, rtc_s=self.rtc_s, boot_count=self.boot_count))
+
+    def power_off_controller(self, why: str) -> None:
+        """Power goes from the controller: the motor stops where it is, timers die."""
+        self._end_run(RunOutcome.POWER_LOSS, report=False)
+        for t in (self._wake, self._watchdog, *self._beeps):
+            if t is not None:
+                t.cancel()
+        self._wake = self._watchdog = None
+        self._beeps.clear()
+        self.controller_powered = False
+        self.controller_busy = False
+        self.outbox.clear()
+        self.record("controller_power_off", why)
+
+    def controller_lost(self, why: str) -> None:
+        """The controller stopped answering (process died, no idle report in time).
+        The hardware carries on: the watchdog will stop the motor within its window."""
+        self.controller_busy = False
+        self.record("controller_silent", why)
+
+    # ------------------------------------------------------------ messages from the controller
+
+    def handle(self, msg: Message) -> None:
+        self._elapse()
+        t = type(msg)
+        if t is SleepUntil:
+            self.controller_busy = False
+            if self._wake is not None:
+                self._wake.cancel()
+                self._wake = None
+            if msg.wake_at_ms != NONE_U64:
+                self._wake = self.sched.at(msg.wake_at_ms, self._on_wake, "wake")
+        elif t is ControllerStart:
+            cause = ResetCause.PROCESS_RESTART if self.controller_powered else self.pending_cause
+            if self.controller_powered:
+                self.power_off_controller("controller restarted")
+            self.pending_cause = ResetCause.PROCESS_RESTART
+            self.power_on_controller(cause)
+        elif t is WatchdogKick:
+            self.last_kick_ms = self._window_from_ms = self.now_ms
+            self._arm_watchdog()
+        elif t is RunProgress or t is PowerOn:  # pump-to-controller types: a confused peer
+            self.record("unexpected_message", t.NAME)
+        elif t is MotorRun:
+            self._start_run(msg)
+        elif t is MotorStop:
+            if self.run is not None and msg.run_id in (self.run.run_id, ANY_RUN):
+                self._end_run(RunOutcome.STOPPED)
+        elif t is Beep:
+            self._beep(msg)
+        elif t is TimeRequest:
+            self._send(Time(time_ms=self.now_ms, reason=WakeReason.POLL))
+        elif t is HwInfoRequest:
+            m = self.model
+            self._send(
+                HwInfo(
+                    serial=m.serial,
+                    reservoir_capacity_ul=m.reservoir_capacity_ul,
+                    stroke_nl=m.stroke_nl,
+                    min_stroke_interval_ms=m.min_stroke_interval_ms,
+                    max_strokes_per_run=m.max_strokes_per_run,
+                    watchdog_window_ms=m.watchdog_window_ms,
+                    catheter_dead_volume_nl=m.catheter_dead_volume_nl,
+                    battery_eri_mv=m.battery_eri_mv,
+                    battery_eos_mv=m.battery_eos_mv,
+                )
+            )
+        elif t is SensorRequest:
+            self._send_sensors()
+        elif t is HostTx:
+            if self.on_host_tx is not None:
+                self.on_host_tx(msg.frame)
+        else:
+            self.record("unexpected_message", t.NAME)
+
+    def _send(self, msg: Message) -> None:
+        if not self.controller_powered:
+            return
+        self.outbox.append(msg)
+        self.controller_busy = True
+
+    def _on_wake(self) -> None:
+        self._wake = None
+        self._send(Time(time_ms=self.now_ms, reason=WakeReason.TIMER))
+
+    # ------------------------------------------------------------ watchdog
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = self.sched.at(
+            self._window_from_ms + self.model.watchdog_window_ms, self._on_watchdog, "watchdog"
+        )
+
+    def _on_watchdog(self) -> None:
+        """The controller has been silent for a whole window: stop the motor, sound the
+        hardware tone, and reset the controller (as a real watchdog resets the MCU)."""
+        self._watchdog = None
+        self.record("watchdog_expired", f"silent since {self._window_from_ms} ms")
+        self._end_run(RunOutcome.WATCHDOG, report=False)
+        self.beeper.sound(self.now_ms, BeepPattern.HARDWARE_ALARM)
+        self.power_off_controller("watchdog")
+        if self.reset_hook is not None:
+            self.reset_hook(ResetCause.WATCHDOG)
+        else:
+            self.power_on_controller(ResetCause.WATCHDOG)
+
+    @property
+    def controller_alive(self) -> bool:
+        """Powered and has kicked the watchdog within the last window."""
+        return (
+            self.controller_powered
+            and self.last_kick_ms is not None
+            and self.now_ms - self.last_kick_ms < self.model.watchdog_window_ms
+        )
+
+    # ------------------------------------------------------------ the stroke mechanism
+
+    def _start_run(self, msg: MotorRun) -> None:
+        m = self.model
+        if self.run is not None:
+            self._end_run(RunOutcome.STOPPED)
+        if not 1 <= msg.strokes <= m.max_strokes_per_run or msg.interval_ms < m.min_stroke_interval_ms:
+            # Hardware limits are enforced here whatever the controller asks.
+            self.record("run_refused", f"{msg.strokes} strokes every {msg.interval_ms} ms")
+            self._send(self._progress(msg.run_id, 0, RunOutcome.REFUSED))
+            return
+        self.run = Run(msg.run_id, msg.strokes, msg.interval_ms)
+        self.motor_state = MotorState.RUNNING
+        self.run.timer = self.sched.at(self.now_ms, self._stroke, "stroke")
+
+    def _progress(self, run_id: int, made: int, outcome: RunOutcome) -> RunProgress:
+        return RunProgress(
+            run_id=run_id, strokes_made=made, outcome=outcome, odometer_strokes=self.odometer, time_ms=self.now_ms
+        )
+
+    def _end_run(self, outcome: RunOutcome, report: bool = True) -> None:
+        run = self.run
+        if run is None:
+            return
+        if run.timer is not None:
+            run.timer.cancel()
+        self.run = None
+        self.motor_state = MotorState.STALLED if outcome is RunOutcome.STALLED else MotorState.IDLE
+        if report:
+            self._send(self._progress(run.run_id, run.made, outcome))
+
+    def stroke_volume_nl(self) -> int:
+        m = self.model
+        ppm = m.stroke_bias_ppm + self.stroke_fault_ppm
+        if m.stroke_error_sd_ppm:
+            ppm += round(self.rng.gauss(0.0, m.stroke_error_sd_ppm))
+        return max(0, m.stroke_nl * (1_000_000 + ppm) // 1_000_000)
+
+    def _stroke(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        run.timer = None
+        if self.stall_fault:
+            self._end_run(RunOutcome.STALLED)
+            self._send_sensors()
+            return
+        result = self.fluid.stroke(self.stroke_volume_nl())
+        if result.stalled:
+            self.record("pressure_stall", f"{self.fluid.pressure_pa} Pa")
+            self._end_run(RunOutcome.STALLED)
+            self._send_sensors()
+            return
+        if result.moved_nl == 0:
+            self._end_run(RunOutcome.EMPTY)
+            return
+        self.odometer += 1
+        self.battery.stroke()
+        run.made += 1
+        if run.made >= run.strokes:
+            self._end_run(RunOutcome.COMPLETED)
+        else:
+            run.timer = self.sched.at(self.now_ms + run.interval_ms, self._stroke, "stroke")
+            self._send(self._progress(run.run_id, run.made, RunOutcome.IN_PROGRESS))
+        self._check_pressure()
+        self._check_battery()
+
+    # ------------------------------------------------------------ sensors
+
+    def _send_sensors(self) -> None:
+        self._send(
+            Sensors(
+                time_ms=self.now_ms,
+                outlet_pressure_pa=min(self.fluid.pressure_pa, 0x7FFFFFFF),
+                motor_stalled=self.motor_state is MotorState.STALLED or self.stall_fault,
+                battery_mv=min(self.battery.mv, 0xFFFF),
+            )
+        )
+
+    def _check_pressure(self) -> None:
+        high = self.fluid.pressure_pa >= self.model.pressure_report_pa
+        if high != self._pressure_high:
+            self._pressure_high = high
+            self._send_sensors()
+
+    def _band(self, mv: int) -> int:
+        return 0 if mv > self.model.battery_eri_mv else 1 if mv > self.model.battery_eos_mv else 2
+
+    def _check_battery(self) -> None:
+        band = self._band(self.battery.mv)
+        if band != self._battery_band:
+            self._battery_band = band
+            self._send_sensors()
+
+    # ------------------------------------------------------------ beeper
+
+    def _beep(self, msg: Beep) -> None:
+        for t in self._beeps:
+            t.cancel()
+        self._beeps.clear()
+        if msg.pattern is BeepPattern.SILENT:
+            return
+        pattern = msg.pattern
+        for i in range(max(1, msg.repeat)):
+            at = self.now_ms + i * msg.repeat_interval_ms
+            if i == 0:
+                self.beeper.sound(at, pattern)
+            else:
+                self._beeps.append(self.sched.at(at, lambda p=pattern: self.beeper.sound(self.now_ms, p), "beep"))
+
+    # ------------------------------------------------------------ faults (sim-control)
+
+    def inject(self, fault: Fault, value: int) -> None:
+        self._elapse()
+        if fault is Fault.OCCLUSION:
+            self.fluid.occluded = True
+        elif fault is Fault.MOTOR_STALL:
+            self.stall_fault = True
+        elif fault is Fault.BATTERY_MV:
+            self.battery.forced_mv = value
+            self._check_battery()
+            self._send_sensors()
+        elif fault is Fault.STROKE_ERROR:
+            self.stroke_fault_ppm = value
+        elif fault is Fault.CATHETER_LEAK:
+            self.fluid.leak_ppm = value
+        self.record("fault_injected", f"{fault.name.lower()} {value}")
+
+    def clear(self, fault: Fault) -> None:
+        self._elapse()
+        if fault is Fault.OCCLUSION:
+            self.fluid.occluded = False
+            self.fluid._settled_ms = self.now_ms
+            done = self.fluid.vent_done_at(self.now_ms)
+            if done is not None:
+                self._vent = self.sched.at(done, self._on_vented, "vented")
+        elif fault is Fault.MOTOR_STALL:
+            self.stall_fault = False
+            if self.motor_state is MotorState.STALLED:
+                self.motor_state = MotorState.IDLE
+        elif fault is Fault.BATTERY_MV:
+            self.battery.forced_mv = None
+            self._check_battery()
+        elif fault is Fault.STROKE_ERROR:
+            self.stroke_fault_ppm = 0
+        elif fault is Fault.CATHETER_LEAK:
+            self.fluid.leak_ppm = 0
+        self.record("fault_cleared", fault.name.lower())
+
+    def _on_vented(self) -> None:
+        self._vent = None
+        self._check_pressure()
+        if self.motor_state is MotorState.STALLED and not self.stall_fault:
+            self.motor_state = MotorState.IDLE
+
+    def refill(self, withdraw_nl: int, add_nl: int, concentration_ng_per_ml: int, into_pocket: bool) -> int:
+        self._elapse()
+        w = self.fluid.refill(withdraw_nl, add_nl, concentration_ng_per_ml, into_pocket)
+        self.record("refill", f"withdrew {w} nL, injected {add_nl} nL{' into the pocket' if into_pocket else ''}")
+        return w
+
+    # ------------------------------------------------------------ persistence
+
+    def to_state(self) -> dict[str, Any]:
+        f = self.fluid
+        return {
+            "time_ms": self.now_ms,
+            "reservoir_nl": f.reservoir_nl,
+            "reservoir_fg": f.reservoir_fg,
+            "catheter": f.catheter_segments(),
+            "pending_nl": f.pending_nl,
+            "pending_fg": f.pending_fg,
+            "delivered_nl": f.delivered_nl,
+            "delivered_fg": f.delivered_fg,
+            "leaked_nl": f.leaked_nl,
+            "pocket_nl": f.pocket_nl,
+            "battery_used_nv": self.battery.used_nv,
+            "tones_total": self.beeper.total,
+            "odometer_strokes": self.odometer,
+            "boot_count": self.boot_count,
+            "rtc_epoch_s": self.rtc_epoch_s,
+        }

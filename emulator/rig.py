@@ -1,0 +1,450 @@
+"""The rig: pump hardware, its controller and the host, joined by frames.
+
+Rig moves pump-link frames between PumpHardware and a controller port (in-process or a
+pty), relays host-link frames to the controller inside HOST_RX / HOST_TX, answers
+sim-control itself, applies injected link noise, and captures every frame. It does not
+own the host port or the process: emulator/server.py does, and hands it bytes.
+
+Lockstep: time moves only in advance(); before each step the controller must have
+reported idle (SLEEP_UNTIL). A controller that does not within `idle_timeout_s` of wall
+time is treated as silent: the hardware goes on, and its watchdog stops the motor.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from protocol import codec
+from protocol.auth import AuthResult, FrameVerifier
+from protocol.codes import Fault, FrameFlag, Link, NakReason, ResetCause, Role
+from protocol.errors import DecodeError
+from protocol.framing import (
+    AUTH_PREFIX,
+    HEADER,
+    PROTOCOL_VERSION,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    FrameErrorKind,
+    encode_frame,
+    wrap_body,
+)
+from protocol.messages import (
+    PUMP_LINK_TYPES,
+    REGISTRY,
+    HostRx,
+    Message,
+    SimAdvance,
+    SimAdvanceAck,
+    SimClearFault,
+    SimClearFaultAck,
+    SimGroundTruth,
+    SimGroundTruthAck,
+    SimInjectFault,
+    SimInjectFaultAck,
+    SimPowerCycle,
+    SimPowerCycleAck,
+    SimRefill,
+    SimRefillAck,
+    SimSetSpeed,
+    SimSetSpeedAck,
+    Tone,
+)
+from protocol.schema import FAMILY_RANGES, MessageFamily
+
+from .capture import Capture, Direction
+from .capture import Link as CapLink
+from .fluid import FG_PER_NG
+from .model import PumpModel
+from .noise import NOISE_FAULTS, NoisyChannel
+from .pump import PumpHardware
+
+SIM_RANGE = next((lo, hi) for lo, hi, fam in FAMILY_RANGES if fam is MessageFamily.SIM_REQUEST)
+TONE_PAGE = 32
+
+
+class Controller(Protocol):
+    """An in-process controller: pump-link bytes in, bytes out, ending idle."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+
+class ControllerPort(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def read(self, timeout_s: float) -> bytes | None:
+        """Bytes from the controller (b"" on timeout), None when it is gone."""
+        ...
+
+
+class InProcessPort:
+    """The default: the controller runs in this process; bytes still go through the codec."""
+
+    def __init__(self, factory: Callable[[], Controller]) -> None:
+        self.factory = factory
+        self.controller = factory()
+        self._pending = b""
+
+    def restart(self) -> None:
+        """Power cycle: a fresh controller object that must recover from its NVM alone."""
+        self.controller = self.factory()
+        self._pending = b""
+
+    def write(self, data: bytes) -> None:
+        self._pending += self.controller.feed(data)
+
+    def read(self, timeout_s: float) -> bytes | None:
+        data, self._pending = self._pending, b""
+        return data
+
+
+class PtyPort:
+    """The pump link on a pty master (split mode); the controller holds the slave."""
+
+    def __init__(self, master_fd: int) -> None:
+        self.fd = master_fd
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+                view = view[n:]
+            except BlockingIOError:
+                if not select.select([], [self.fd], [], 1.0)[1]:
+                    return  # nobody is reading: the bytes are lost, as on a dead line
+            except OSError:
+                return
+
+    def read(self, timeout_s: float) -> bytes | None:
+        if not select.select([self.fd], [], [], timeout_s)[0]:
+            return b""
+        try:
+            return os.read(self.fd, 65536)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            return None
+
+
+def frame_body(frame: Frame) -> bytes:
+    """The complete body of an intact frame, as relayed inside HOST_RX."""
+    head = HEADER.pack(PROTOCOL_VERSION, frame.msg_type, frame.flags, frame.seq, len(frame.payload)) + frame.payload
+    if frame.auth is not None:
+        head += AUTH_PREFIX.pack(frame.auth.key_id, frame.auth.counter) + frame.auth.tag
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+class Rig:
+    def __init__(
+        self,
+        model: PumpModel,
+        port: ControllerPort,
+        keys: dict[Role, bytes],
+        state: dict[str, Any] | None = None,
+        seed: int = 0,
+        capture: Capture | None = None,
+        host_write: Callable[[bytes], None] | None = None,
+        idle_timeout_s: float = 2.0,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> None:
+        state = state or {}
+        self.hw = PumpHardware(model, state, seed, on_host_tx=self._from_controller_to_host, reset_hook=self._reset)
+        self.port = port
+        self.capture = capture or Capture(None)
+        self.host_write = host_write or (lambda data: None)
+        self.idle_timeout_s = idle_timeout_s
+        self.wall_ms = wall_ms or (lambda: 0)
+        self.pump_rx = codec.MessageDecoder(PUMP_LINK_TYPES)
+        self.host_rx = FrameDecoder(None)  # any type: the controller judges what it does not know
+        self.sim_auth = FrameVerifier({Role.SIM: keys[Role.SIM]}, {Role.SIM: state.get("sim_counter", 0)})
+        self.noise = {(link, way): NoisyChannel() for link in (Link.HOST, Link.PUMP) for way in ("in", "out")}
+        self.speed_milli = 0  # 0 = lockstep
+        self.responsive = True  # False once the controller has failed to report idle
+        self._pump_seq = 0
+        self.host_naks = 0
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        return {**self.hw.to_state(), "sim_counter": self.sim_auth.last_counters[Role.SIM]}
+
+    @property
+    def now_ms(self) -> int:
+        return self.hw.now_ms
+
+    # ------------------------------------------------------------ the pump link
+
+    def boot(self, cause: ResetCause | None = None) -> None:
+        """In-process controller: power it on. (A split controller announces itself.)"""
+        self.hw.power_on_controller(cause or self.hw.pending_cause)
+        self.hw.pending_cause = ResetCause.PROCESS_RESTART
+        self.exchange()
+
+    def _reset(self, cause: ResetCause) -> None:
+        if isinstance(self.port, InProcessPort):
+            self.port.restart()
+        self.hw.power_on_controller(cause)
+
+    def exchange(self) -> None:
+        """Deliver what the hardware has for the controller and wait until it is idle."""
+        hw = self.hw
+        while True:
+            if hw.outbox:
+                msgs, hw.outbox = hw.outbox, []
+                wire = b"".join(self._encode_pump(m) for m in msgs)
+                self.port.write(self.noise[(Link.PUMP, "out")].apply(wire, hw.now_ms))
+            if not hw.controller_busy:
+                return
+            if not self.responsive:
+                hw.controller_busy = False
+                return
+            data = self.port.read(self.idle_timeout_s)
+            if not data:
+                self.responsive = False
+                hw.controller_lost("link closed" if data is None else "no idle report in time")
+                return
+            self._from_controller(data)
+
+    def pump_bytes(self, data: bytes) -> None:
+        """Bytes the controller sent unasked (split mode: a process announcing itself)."""
+        self._from_controller(data)
+        self.exchange()
+
+    def _encode_pump(self, msg: Message) -> bytes:
+        self._pump_seq = (self._pump_seq + 1) & 0xFFFF
+        body_wire = codec.encode(msg, self._pump_seq)
+        if self.capture.path is not None:
+            self.capture.frame(
+                CapLink.PUMP, Direction.PUMP_TO_CONTROLLER, self.hw.now_ms, codec.encode_to_body(msg, self._pump_seq)
+            )
+        return body_wire
+
+    def _from_controller(self, data: bytes) -> None:
+        data = self.noise[(Link.PUMP, "in")].apply(data, self.hw.now_ms)
+        for item in self.pump_rx.feed(data):
+            if isinstance(item, codec.Received):
+                self.responsive = True
+                if self.capture.path is not None:
+                    self.capture.frame(
+                        CapLink.PUMP, Direction.CONTROLLER_TO_PUMP, self.hw.now_ms, frame_body(item.frame)
+                    )
+                self.hw.handle(item.message)
+
+    # ------------------------------------------------------------ time
+
+    def advance(self, duration_ms: int) -> int:
+        """Lockstep: run every event up to now + duration_ms, the controller idle between."""
+        self.exchange()
+        target = self.hw.now_ms + duration_ms
+        while True:
+            due = self._next_noise_release()
+            if due is not None and due <= target and due <= (self.hw.sched.next_due_ms() or target + 1):
+                self.hw.advance_idle(due)
+                self._release_noise()
+                self.exchange()
+                continue
+            if not self.hw.run_due(target):
+                break
+            self.exchange()
+        self.hw.advance_idle(target)
+        self._release_noise()
+        self.exchange()
+        return self.hw.now_ms
+
+    def run_until(self, sim_ms: int) -> None:
+        """Realtime: run the events due by sim_ms (the server calls this as wall time passes)."""
+        while self.hw.run_due(sim_ms):
+            self.exchange()
+        self.hw.advance_idle(sim_ms)
+        self._release_noise()
+        self.exchange()
+
+    def next_due_ms(self) -> int | None:
+        times = [t for t in (self.hw.sched.next_due_ms(), self._next_noise_release()) if t is not None]
+        return min(times, default=None)
+
+    def _next_noise_release(self) -> int | None:
+        ch = self.noise[(Link.PUMP, "out")], self.noise[(Link.PUMP, "in")]
+        return min((t for c in ch if (t := c.next_release_ms()) is not None), default=None)
+
+    def _release_noise(self) -> None:
+        out = self.noise[(Link.PUMP, "out")].release(self.hw.now_ms)
+        if out:
+            self.port.write(out)
+        back = self.noise[(Link.PUMP, "in")].release(self.hw.now_ms)
+        if back:
+            self._from_controller(back)
+
+    # ------------------------------------------------------------ the host link
+
+    def host_bytes(self, data: bytes) -> None:
+        """Bytes from the host port."""
+        data = self.noise[(Link.HOST, "in")].apply(data, self.wall_ms())
+        for item in self.host_rx.feed(data):
+            if type(item) is FrameError:
+                if item.kind is FrameErrorKind.BAD_LENGTH and item.msg_type is not None:
+                    # Intact but malformed: its header is trustworthy, so it gets its NAK.
+                    self._nak(item.msg_type, item.seq, NakReason.BAD_LENGTH, "", "frame length does not match header")
+                continue
+            frame: Frame = item
+            if self.capture.path is not None:
+                self.capture.frame(CapLink.HOST, Direction.HOST_TO_PUMP, self.hw.now_ms, frame_body(frame))
+            if SIM_RANGE[0] <= frame.msg_type <= SIM_RANGE[1]:
+                self._sim(frame)  # answered here, never relayed
+            elif self.hw.controller_powered:
+                self.hw._send(HostRx(frame=frame_body(frame)))
+                self.exchange()
+
+    def release_host_noise(self) -> None:
+        late = self.noise[(Link.HOST, "out")].release(self.wall_ms())
+        if late:
+            self.host_write(late)
+        back = self.noise[(Link.HOST, "in")].release(self.wall_ms())
+        if back:
+            self.host_bytes(back)
+
+    def _from_controller_to_host(self, body: bytes) -> None:
+        if self.capture.path is not None:
+            self.capture.frame(CapLink.HOST, Direction.PUMP_TO_HOST, self.hw.now_ms, body)
+        self.host_write(self.noise[(Link.HOST, "out")].apply(wrap_body(body), self.wall_ms()))
+
+    def _reply(self, msg: Message, seq: int) -> None:
+        body = codec.encode_to_body(msg, seq)
+        self._from_controller_to_host(body)
+
+    def _nak(self, request_type: int, seq: int, reason: NakReason, field: str, detail: str) -> None:
+        self.host_naks += 1
+        self._reply(codec.nak_for(request_type, reason, field, detail), seq)
+
+    # ------------------------------------------------------------ sim-control
+
+    def _sim(self, frame: Frame) -> None:
+        t, seq = frame.msg_type, frame.seq
+        cls = REGISTRY.get(t)
+        if cls is None:
+            self._nak(t, seq, NakReason.UNKNOWN_TYPE, "", f"no sim-control message 0x{t:02X}")
+            return
+        verdict = self.sim_auth.check(frame)
+        if not verdict.ok:
+            if verdict.result is AuthResult.REPLAYED:
+                self._nak(t, seq, NakReason.REPLAYED, "", "counter not above the last accepted")
+            elif verdict.result is AuthResult.UNKNOWN_KEY and frame.auth is not None and frame.auth.key_id in (1, 2):
+                self._nak(t, seq, NakReason.NOT_PERMITTED, "", "sim-control needs the sim key")
+            else:
+                self._nak(t, seq, NakReason.AUTH_FAILED, "", f"authentication failed ({verdict.result.value})")
+            return
+        try:
+            msg = codec.decode(frame)
+        except DecodeError as e:
+            self._nak(t, seq, e.reason, e.field or "", e.detail)
+            return
+        try:
+            reply = self._sim_handle(msg)
+        except SimRefused as e:
+            self._nak(t, seq, e.reason, e.field, str(e))
+            return
+        self._reply(reply, seq)
+
+    def _sim_handle(self, msg: Message) -> Message:
+        hw = self.hw
+        if isinstance(msg, SimAdvance):
+            if self.speed_milli:
+                raise SimRefused(NakReason.WRONG_STATE, "", "advance is for lockstep; set speed 0 first")
+            if msg.duration_ms > 400 * 86_400_000:
+                raise SimRefused(NakReason.OUT_OF_RANGE, "duration_ms", "advance at most 400 days at a time")
+            return SimAdvanceAck(time_ms=self.advance(msg.duration_ms))
+        if isinstance(msg, SimSetSpeed):
+            if msg.speed_milli > 1_000_000_000:
+                raise SimRefused(NakReason.OUT_OF_RANGE, "speed_milli", "speed at most 1,000,000x")
+            self.speed_milli = msg.speed_milli
+            return SimSetSpeedAck(speed_milli=msg.speed_milli)
+        if isinstance(msg, SimInjectFault):
+            self._inject(msg)
+            return SimInjectFaultAck(fault=msg.fault)
+        if isinstance(msg, SimClearFault):
+            if msg.fault in NOISE_FAULTS:
+                for ch in self.noise.values():
+                    ch.clear(msg.fault)
+            else:
+                hw.clear(msg.fault)
+                self.exchange()
+            return SimClearFaultAck(fault=msg.fault)
+        if isinstance(msg, SimGroundTruth):
+            f = hw.fluid
+            tones = hw.beeper.since(msg.tones_from, TONE_PAGE)
+            return SimGroundTruthAck(
+                time_ms=hw.now_ms,
+                delivered_nl=f.delivered_nl,
+                delivered_ng=f.delivered_fg // FG_PER_NG,
+                reservoir_nl=f.reservoir_nl,
+                outlet_pressure_pa=min(f.pressure_pa, 0x7FFFFFFF),
+                motor=hw.motor_state,
+                strokes_total=hw.odometer & 0xFFFFFFFF,
+                battery_mv=min(hw.battery.mv, 0xFFFF),
+                controller_alive=hw.controller_alive,
+                tones_total=hw.beeper.total,
+                tones=tuple(Tone(time_ms=x.time_ms, pattern=x.pattern) for x in tones),
+            )
+        if isinstance(msg, SimPowerCycle):
+            if msg.off_ms > 86_400_000:
+                raise SimRefused(NakReason.OUT_OF_RANGE, "off_ms", "power off at most one day")
+            hw.power_off_controller("power cycle")
+            if self.speed_milli == 0:
+                hw.advance_idle(hw.now_ms + msg.off_ms)
+            if isinstance(self.port, InProcessPort):
+                self.port.restart()
+            self.responsive = True
+            hw.power_on_controller(ResetCause.POWER_CYCLE)
+            self.exchange()
+            return SimPowerCycleAck(boot_count=hw.boot_count)
+        if isinstance(msg, SimRefill):
+            cap = hw.model.reservoir_capacity_ul * 1000
+            if msg.add_nl > 2 * cap:
+                raise SimRefused(NakReason.OUT_OF_RANGE, "add_nl", f"more than twice the {cap} nL reservoir")
+            w = hw.refill(msg.withdraw_nl, msg.add_nl, msg.concentration_ng_per_ml, msg.into_pocket)
+            return SimRefillAck(withdrawn_nl=w, reservoir_nl=hw.fluid.reservoir_nl)
+        raise SimRefused(NakReason.UNKNOWN_TYPE, "", f"{type(msg).NAME} is not a sim-control request")
+
+    def _inject(self, msg: SimInjectFault) -> None:
+        f, v = msg.fault, msg.value
+        if f in NOISE_FAULTS:
+            if msg.link is Link.NONE:
+                raise SimRefused(NakReason.OUT_OF_RANGE, "link", "link noise needs a link: host, pump or both")
+            if not 0 < msg.rate_ppm <= 1_000_000:
+                raise SimRefused(NakReason.OUT_OF_RANGE, "rate_ppm", "rate must be 1..1000000 ppm")
+            if f is Fault.LINK_DELAY and not 0 < v <= 60_000:
+                raise SimRefused(NakReason.OUT_OF_RANGE, "value", "delay must be 1..60000 ms")
+            links = (Link.HOST, Link.PUMP) if msg.link is Link.BOTH else (msg.link,)
+            for i, link in enumerate(links):
+                for j, way in enumerate(("in", "out")):
+                    self.noise[(link, way)].set(f, msg.rate_ppm, v, msg.seed * 4 + i * 2 + j)
+            return
+        if f is Fault.BATTERY_MV and not 0 <= v <= 0xFFFF:
+            raise SimRefused(NakReason.OUT_OF_RANGE, "value", "battery voltage must be 0..65535 mV")
+        if f in (Fault.STROKE_ERROR, Fault.CATHETER_LEAK) and not -500_000 <= v <= 1_000_000:
+            raise SimRefused(NakReason.OUT_OF_RANGE, "value", "ppm must be -500000..1000000")
+        if f is Fault.CATHETER_LEAK and v < 0:
+            raise SimRefused(NakReason.OUT_OF_RANGE, "value", "a leak cannot be negative")
+        self.hw.inject(f, v)
+        self.exchange()
+
+
+class SimRefused(Exception):
+    def __init__(self, reason: NakReason, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.field = field
+
+
+def sign_and_frame(msg: Message, seq: int, signer) -> bytes:
+    """Convenience for harnesses: wire bytes of a signed host request."""
+    return encode_frame(msg.TYPE, seq, msg.encode_payload(), signer)
+
+
+__all__ = ["ControllerPort", "FrameFlag", "InProcessPort", "PtyPort", "Rig", "frame_body", "sign_and_frame"]

@@ -1,0 +1,210 @@
+"""The emulator process: ptys, the select loop, signals, the state directory.
+
+Everything that touches the operating system lives here; emulator/rig.py decides what
+the bytes mean. The first line on stdout is `READY <host-port> [<pump-link-port>]`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import os
+import select
+import signal
+import sys
+import time
+import tty
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .capture import Capture
+from .model import load_model
+from .pump import DEFAULT_RTC_EPOCH_S
+from .rig import InProcessPort, PtyPort, Rig
+from .scripted import Action, ScriptedController
+from .state import StateDir
+
+DEFAULT_START = "2026-01-01T00:00:00"
+SAVE_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class EmulatorOptions:
+    state_dir: str = ".thecal"
+    link: str | None = None
+    clock: str = "lockstep"  # lockstep | realtime
+    speed: float = 1.0
+    split: bool = False
+    pump_model: str | None = None
+    seed: int = 0
+    start: str = DEFAULT_START
+    exit_on_stdin_eof: bool = False
+    capture: str | None = None
+    capture_wall_time: bool = True
+    idle_timeout_s: float = 2.0
+    script: tuple[Action, ...] = ()
+
+
+def parse_start(text: str) -> int:
+    """`--start` as local seconds since 1970 (naive: the pump's clock has no zone)."""
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--start {text!r} is not an ISO date-time such as {DEFAULT_START}") from None
+    if t.tzinfo is not None:
+        raise ValueError("--start is local time: give it without a zone")
+    return int((t - dt.datetime(1970, 1, 1)).total_seconds())
+
+
+def open_pty() -> tuple[int, int, str]:
+    """A raw pty. We keep the slave fd open ourselves: with no slave open, reads on the
+    master fail with EIO in a tight loop, and clients come and go."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    return master, slave, os.ttyname(slave)
+
+
+def make_link(link: str, target: str) -> None:
+    p = Path(link)
+    if p.is_symlink() or p.exists():
+        if not p.is_symlink():
+            raise ValueError(f"--link {link} exists and is not a symlink; refusing to replace it")
+        p.unlink()
+    p.symlink_to(target)
+
+
+class Emulator:
+    def __init__(self, opts: EmulatorOptions, out: Callable[[str], None] | None = None) -> None:
+        self.opts = opts
+        self.out = out or (lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
+        self.state_dir = StateDir(opts.state_dir)
+        self.model = load_model(opts.pump_model)
+        self.keys = self.state_dir.keys()
+        self._stop = False
+        self.host_dropped = 0
+
+    def _host_write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.host_master, view) :]
+            except BlockingIOError:
+                self.host_dropped += len(view)  # nobody reading the port: the line drops it
+                return
+            except OSError:
+                return
+
+    def _signal(self, signum, frame) -> None:
+        self._stop = True
+
+    def run(self) -> int:
+        o = self.opts
+        state = self.state_dir.load_pump()
+        rtc_epoch = parse_start(o.start) if o.start != DEFAULT_START else DEFAULT_RTC_EPOCH_S
+        self.host_master, self.host_slave, host_path = open_pty()
+        pump_path = None
+        if o.split:
+            self.pump_master, self.pump_slave, pump_path = open_pty()
+            port = PtyPort(self.pump_master)
+        else:
+            self.pump_master = None
+            port = InProcessPort(lambda: ScriptedController(list(o.script)))
+        advertised = host_path
+        if o.link:
+            make_link(o.link, host_path)
+            advertised = os.path.abspath(o.link)
+        state = dict(state or {})
+        state.setdefault("rtc_epoch_s", rtc_epoch)
+        self.capture = Capture(o.capture, wall_time=o.capture_wall_time)
+        self.rig = Rig(
+            self.model,
+            port,
+            self.keys,
+            state=state,
+            seed=o.seed,
+            capture=self.capture,
+            host_write=self._host_write,
+            idle_timeout_s=o.idle_timeout_s,
+            wall_ms=lambda: time.monotonic_ns() // 1_000_000,
+        )
+        self.rig.hw.rtc_epoch_s = state["rtc_epoch_s"]
+        if o.clock == "realtime":
+            self.rig.speed_milli = max(1, round(o.speed * 1000))
+        self.state_dir.write_ports(advertised, pump_path)
+        self.save()
+        signal.signal(signal.SIGINT, self._signal)
+        signal.signal(signal.SIGTERM, self._signal)
+        self.out(f"READY {host_path}" + (f" {pump_path}" if pump_path else ""))
+        if not o.split:
+            self.rig.boot()
+        try:
+            self._loop()
+        finally:
+            self.save()
+            self.capture.close()
+        return 0
+
+    def save(self) -> None:
+        self.state_dir.save_pump(self.rig.state())
+        self._saved_at = time.monotonic()
+
+    def _loop(self) -> None:
+        rig = self.rig
+        stdin = sys.stdin.fileno() if self.opts.exit_on_stdin_eof else None
+        anchor_speed = rig.speed_milli
+        anchor = (rig.now_ms, time.monotonic())
+        while not self._stop:
+            fds = [self.host_master]
+            if self.pump_master is not None:
+                fds.append(self.pump_master)
+            if stdin is not None:
+                fds.append(stdin)
+            timeout = 0.5
+            if rig.speed_milli:
+                if rig.speed_milli != anchor_speed:
+                    anchor, anchor_speed = (rig.now_ms, time.monotonic()), rig.speed_milli
+                due = rig.next_due_ms()
+                if due is not None:
+                    wall_due = anchor[1] + (due - anchor[0]) / rig.speed_milli
+                    timeout = min(timeout, max(0.0, wall_due - time.monotonic()))
+            elif anchor_speed:
+                anchor_speed = 0
+            try:
+                ready, _, _ = select.select(fds, [], [], timeout)
+            except InterruptedError:
+                continue
+            if stdin is not None and stdin in ready and not os.read(stdin, 4096):
+                return
+            if self.host_master in ready:
+                data = self._read(self.host_master)
+                if data:
+                    rig.host_bytes(data)
+            if self.pump_master is not None and self.pump_master in ready:
+                data = self._read(self.pump_master)
+                if data:
+                    rig.pump_bytes(data)
+            rig.release_host_noise()
+            if rig.speed_milli:
+                if rig.speed_milli != anchor_speed:
+                    anchor, anchor_speed = (rig.now_ms, time.monotonic()), rig.speed_milli
+                rig.run_until(anchor[0] + int((time.monotonic() - anchor[1]) * rig.speed_milli))
+            if time.monotonic() - self._saved_at > SAVE_EVERY_S:
+                self.save()
+
+    @staticmethod
+    def _read(fd: int) -> bytes:
+        try:
+            return os.read(fd, 65536)
+        except BlockingIOError:
+            return b""
+        except OSError as e:
+            if e.errno == errno.EIO:  # cannot happen while we hold the slave; be safe
+                time.sleep(0.01)
+                return b""
+            raise
+
+
+def run_emulator(opts: EmulatorOptions) -> int:
+    return Emulator(opts).run()

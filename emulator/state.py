@@ -1,0 +1,93 @@
+"""The state directory: what outlives one emulator process.
+
+    pump.json   physical state (reservoir, catheter, battery, clock, counters)
+    keys.json   the host-link keys for each role, owner-only (0600), made on first start
+    port        the host port path (the `--link` symlink if one was asked for)
+    pump_port   the pump-link port path in --split mode
+
+Files are replaced atomically (write, fsync, rename) so a kill never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from protocol.auth import new_key
+from protocol.codes import Role
+
+ROLE_NAMES = {Role.CLINICIAN: "clinician", Role.PATIENT: "patient", Role.SIM: "sim"}
+
+
+class StateError(RuntimeError):
+    pass
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+class StateDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @property
+    def pump_file(self) -> Path:
+        return self.path / "pump.json"
+
+    @property
+    def keys_file(self) -> Path:
+        return self.path / "keys.json"
+
+    def load_pump(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.pump_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise StateError(f"{self.pump_file} is unreadable ({e}); move it away to start a fresh pump") from None
+        if not isinstance(data, dict) or data.get("format") != 1:
+            raise StateError(f"{self.pump_file} is not a Thecal pump state (format 1)")
+        return data
+
+    def save_pump(self, state: dict[str, Any]) -> None:
+        write_atomic(self.pump_file, json.dumps({"format": 1, **state}, indent=1).encode())
+
+    def keys(self) -> dict[Role, bytes]:
+        """The role keys, created with owner-only permissions on first use."""
+        try:
+            raw = json.loads(self.keys_file.read_text())
+            return {role: bytes.fromhex(raw[name]) for role, name in ROLE_NAMES.items()}
+        except FileNotFoundError:
+            pass
+        except (KeyError, ValueError, TypeError) as e:
+            raise StateError(f"{self.keys_file} is malformed ({e})") from None
+        keys = {role: new_key() for role in ROLE_NAMES}
+        doc = {name: keys[role].hex() for role, name in ROLE_NAMES.items()}
+        write_atomic(self.keys_file, json.dumps(doc, indent=1).encode(), mode=0o600)
+        return keys
+
+    def write_ports(self, host: str, pump: str | None) -> None:
+        write_atomic(self.path / "port", (host + "\n").encode())
+        pump_file = self.path / "pump_port"
+        if pump:
+            write_atomic(pump_file, (pump + "\n").encode())
+        elif pump_file.exists():
+            pump_file.unlink()
+
+    def host_port(self) -> str | None:
+        try:
+            return (self.path / "port").read_text().strip() or None
+        except FileNotFoundError:
+            return None
