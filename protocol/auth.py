@@ -61,9 +61,10 @@ class FrameSigner:
     """Signs outgoing frames for one key. Pass an instance as `signer` to encode_frame.
 
     `counter` is the last value used; each frame takes the next. A host that restarts
-    must start above every counter the pump has accepted (see next_counter_floor)."""
+    must start above every counter the pump has accepted (tools.client.WallClockSigner
+    keeps the counter at or above the wall clock in microseconds)."""
 
-    __slots__ = ("key_id", "counter", "_mac", "_on_use")
+    __slots__ = ("_mac", "_on_use", "counter", "key_id")
 
     def __init__(
         self,

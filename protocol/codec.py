@@ -58,7 +58,10 @@ class MessageDecoder:
     raises on input bytes. `rejected` counts payload errors."""
 
     def __init__(self, known_types=ALL_TYPES) -> None:
-        self.frames = FrameDecoder(known_types)
+        # Only types with a declared message can be decoded: anything else must come out
+        # as FrameError UNKNOWN_TYPE (with its seq, to NAK), never reach REGISTRY[...].
+        known = ALL_TYPES if known_types is None else frozenset(known_types) & ALL_TYPES
+        self.frames = FrameDecoder(known)
         self.rejected = 0
 
     def feed(self, data: bytes) -> list[Received | Rejected | FrameError]:

@@ -28,49 +28,49 @@ class FrameFlag(IntFlag):
 class Role(IntEnum):
     """Key ids on the host link: the key a frame is signed with is its sender's role."""
 
-    CLINICIAN = 1
-    PATIENT = 2
+    CLINICIAN = 1  # clinician programmer: programming, boluses, refill, log
+    PATIENT = 2  # patient's PTM (personal therapy manager): bolus requests and status
     SIM = 3  # test harness: sim-control only, answered by the emulator
 
 
 class NakReason(IntEnum):
-    UNKNOWN_TYPE = 1
-    BAD_LENGTH = 2
-    OUT_OF_RANGE = 3  # the NAK names the field
+    UNKNOWN_TYPE = 1  # the message type is not one this pump knows
+    BAD_LENGTH = 2  # payload_len or the payload does not match the message's layout
+    OUT_OF_RANGE = 3  # a field value is invalid or outside its limits; the NAK names the field
     NOT_PERMITTED = 4  # this role may not send this request
-    WRONG_STATE = 5
-    AUTH_FAILED = 6
-    REPLAYED = 7
-    BUSY = 8
+    WRONG_STATE = 5  # not allowed in the current therapy state (e.g. START with no prescription)
+    AUTH_FAILED = 6  # no auth trailer, unknown key id, bad tag, or key locked out
+    REPLAYED = 7  # tag valid but counter not above the last accepted for that key
+    BUSY = 8  # cannot take the request now; nothing was changed, ask STATUS before resending
 
 
 class TherapyState(IntEnum):
-    BOOT = 0
-    STOPPED = 1
-    RUNNING = 2
-    REFILL = 3
-    HALTED = 4
+    BOOT = 0  # starting up, restoring state from non-volatile memory; no delivery
+    STOPPED = 1  # no delivery; a prescription may be programmed and therapy started
+    RUNNING = 2  # basal delivery per the prescription; boluses may be given
+    REFILL = 3  # delivery paused between REFILL_BEGIN and REFILL_COMPLETE
+    HALTED = 4  # delivery stopped by a fault; a person must intervene
 
 
 class AlarmId(IntEnum):
-    LOW_RESERVOIR = 1
-    EMPTY_RESERVOIR = 2
-    MOTOR_STALL = 3
-    OCCLUSION = 4
-    DELIVERY_SHORTFALL = 5
-    BATTERY_ERI = 6
-    BATTERY_EOS = 7
-    MEMORY_ERROR = 8
-    REFILL_DISCREPANCY = 9
-    PUMP_LINK_LOST = 10
+    LOW_RESERVOIR = 1  # reservoir at or below the prescription's low_reservoir_ul
+    EMPTY_RESERVOIR = 2  # reservoir at its empty level: no more drug can be delivered
+    MOTOR_STALL = 3  # the pump motor stalled
+    OCCLUSION = 4  # outlet pressure shows a blocked catheter
+    DELIVERY_SHORTFALL = 5  # the mechanism made fewer strokes than commanded (under-delivery)
+    BATTERY_ERI = 6  # battery at the elective replacement indicator
+    BATTERY_EOS = 7  # battery at end of service
+    MEMORY_ERROR = 8  # non-volatile memory error
+    REFILL_DISCREPANCY = 9  # volume withdrawn at refill differs too much from the expected volume
+    PUMP_LINK_LOST = 10  # the controller lost contact with the pump hardware
 
 
 class Priority(IntEnum):
     """IEC 60601-1-8 alarm priorities."""
 
-    LOW = 1
-    MEDIUM = 2
-    HIGH = 3
+    LOW = 1  # low priority
+    MEDIUM = 2  # medium priority
+    HIGH = 3  # high priority: needs immediate response
 
 
 class ResetCause(IntEnum):
@@ -89,21 +89,22 @@ class WakeReason(IntEnum):
 
 
 class MotorState(IntEnum):
-    IDLE = 0
-    RUNNING = 1
-    STALLED = 2
+    IDLE = 0  # not running
+    RUNNING = 1  # making a run of strokes
+    STALLED = 2  # stalled: it cannot turn
 
 
 class RunOutcome(IntEnum):
     """How a bounded motor run stands, as reported with each progress message."""
 
-    IN_PROGRESS = 0
+    IN_PROGRESS = 0  # the run is still going
     COMPLETED = 1  # every commanded stroke was made
     STOPPED = 2  # stopped on command
     STALLED = 3  # the motor stalled; strokes_made is what really moved
     WATCHDOG = 4  # the hardware watchdog stopped it
     POWER_LOSS = 5  # power went away mid-run
     EMPTY = 6  # the reservoir had nothing left to push
+    REFUSED = 7  # the run broke a hardware limit (strokes, interval) and was not started
 
 
 class BeepPattern(IntEnum):
@@ -115,23 +116,23 @@ class BeepPattern(IntEnum):
 
 
 class BolusKind(IntEnum):
-    PATIENT = 1
-    CLINICIAN = 2
+    PATIENT = 1  # requested by the patient (BOLUS_REQUEST)
+    CLINICIAN = 2  # ordered by a clinician (CLINICIAN_BOLUS)
     PRIMING = 3  # fills catheter dead volume; not drug to the patient
 
 
 class BolusOutcome(IntEnum):
-    COMPLETED = 1
+    COMPLETED = 1  # the whole dose was delivered
     STOPPED = 2  # stopped by a person (therapy stop)
     INTERRUPTED = 3  # fault or reset: abandoned, never resumed
 
 
 class BolusDecision(IntEnum):
-    GRANTED = 0
-    NOT_RUNNING = 1
+    GRANTED = 0  # the bolus starts now
+    NOT_RUNNING = 1  # therapy is not RUNNING
     NO_PATIENT_BOLUS = 2  # the prescription has none
-    BOLUS_IN_PROGRESS = 3
-    LOCKOUT = 4
+    BOLUS_IN_PROGRESS = 3  # another bolus is being delivered
+    LOCKOUT = 4  # the lockout since the last patient bolus (or programming, refill) has not passed
     COUNT_LIMIT = 5  # allotted boluses per rolling 24 h used up
     DOSE_LIMIT = 6  # would exceed the rolling 24 h hard limit (basal included)
     RESERVOIR = 7  # the reservoir does not hold the dose above the empty level
@@ -142,7 +143,7 @@ class Fault(IntEnum):
     """Faults the emulator can inject (sim-control)."""
 
     OCCLUSION = 1  # catheter blocked: pressure builds while the motor strokes
-    MOTOR_STALL = 2
+    MOTOR_STALL = 2  # the motor stalls and stays stalled until the fault is cleared
     BATTERY_MV = 3  # force the battery voltage to `value`
     STROKE_ERROR = 4  # per-stroke volume error of `value` parts per million
     LINK_DROP = 5  # drop bytes at `rate_ppm` on `link`
@@ -153,32 +154,32 @@ class Fault(IntEnum):
 
 
 class Link(IntEnum):
-    NONE = 0
-    HOST = 1
-    PUMP = 2
-    BOTH = 3
+    NONE = 0  # no link (a fault that is not a link fault)
+    HOST = 1  # the host link
+    PUMP = 2  # the pump link
+    BOTH = 3  # both links
 
 
 class LogEvent(IntEnum):
-    """Event log entry codes. arg0/arg1 meanings are listed in SPEC.md."""
+    """Event log entry codes, each with the meaning of its entry's arg0 and arg1."""
 
-    BOOT = 1  # arg0 reset cause, arg1 boot count
+    BOOT = 1  # arg0 reset cause (ResetCause), arg1 boot count
     PROGRAM_ACCEPTED = 2  # arg0 command id
-    PROGRAM_REFUSED = 3  # arg0 command id, arg1 NAK reason
-    THERAPY_STATE = 4  # arg0 old state, arg1 new state
-    BOLUS_REQUEST = 5  # arg0 command id, arg1 bolus decision
-    BOLUS_STARTED = 6  # arg0 command id, arg1 bolus kind
-    BOLUS_FINISHED = 7  # arg0 command id, arg1 bolus outcome
-    ALARM_RAISED = 8  # arg0 alarm id, arg1 priority
-    ALARM_CLEARED = 9  # arg0 alarm id
-    ALARM_ACKNOWLEDGED = 10  # arg0 alarm id
+    PROGRAM_REFUSED = 3  # arg0 command id, arg1 NAK reason (NakReason)
+    THERAPY_STATE = 4  # arg0 old state (TherapyState), arg1 new state (TherapyState)
+    BOLUS_REQUEST = 5  # arg0 command id, arg1 bolus decision (BolusDecision)
+    BOLUS_STARTED = 6  # arg0 command id, arg1 bolus kind (BolusKind)
+    BOLUS_FINISHED = 7  # arg0 command id, arg1 bolus outcome (BolusOutcome)
+    ALARM_RAISED = 8  # arg0 alarm id (AlarmId), arg1 priority (Priority)
+    ALARM_CLEARED = 9  # arg0 alarm id (AlarmId)
+    ALARM_ACKNOWLEDGED = 10  # arg0 alarm id (AlarmId)
     REFILL_BEGIN = 11  # arg0 command id
     REFILL_COMPLETE = 12  # arg0 withdrawn nL, arg1 added nL
     CLOCK_SET = 13  # arg0 new time s (low 32 bits)
-    AUTH_FAILED = 14  # arg0 key id, arg1 message type
-    REPLAY_REJECTED = 15  # arg0 key id, arg1 message type
-    KEY_LOCKED_OUT = 16  # arg0 key id, arg1 lockout s
-    NOT_PERMITTED = 17  # arg0 key id, arg1 message type
+    AUTH_FAILED = 14  # arg0 key id (Role), arg1 message type
+    REPLAY_REJECTED = 15  # arg0 key id (Role), arg1 message type
+    KEY_LOCKED_OUT = 16  # arg0 key id (Role), arg1 lockout s
+    NOT_PERMITTED = 17  # arg0 key id (Role), arg1 message type
     NVM_ERROR = 18  # arg0 record id, arg1 slot mask
-    WATCHDOG_RESET = 19
+    WATCHDOG_RESET = 19  # no arguments
     DELIVERY_SHORTFALL = 20  # arg0 commanded strokes, arg1 made strokes

@@ -158,7 +158,7 @@ class FrameDecoder:
     It never raises on input bytes, holds at most MAX_ENCODED bytes of a partial frame,
     and counts every error kind in `errors` (plus `frames` and `bytes_in`)."""
 
-    __slots__ = ("_buf", "_discarding", "_known", "errors", "frames", "bytes_in")
+    __slots__ = ("_buf", "_discarding", "_known", "bytes_in", "errors", "frames")
 
     def __init__(self, known_types: Iterable[int] | None = None) -> None:
         self._buf = b""

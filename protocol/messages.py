@@ -99,8 +99,8 @@ LogEntry = record(
         F("seq", U32, "log sequence number: strictly increasing, never reused across resets"),
         F("time_s", U64, "pump time in s"),
         F("event", EnumField(U16, LogEvent), "what happened"),
-        F("arg0", U32, "first argument (meaning per event, see Event log codes)"),
-        F("arg1", U32, "second argument"),
+        F("arg0", U32, "first argument (meaning per event: see LogEvent; 0 when unused)"),
+        F("arg1", U32, "second argument (0 when unused)"),
     ),
     "One event-log entry.",
 )
@@ -135,7 +135,9 @@ SleepUntil = make_message(
     "after this message.",
     (F("wake_at_ms", U64, "pump time to wake at; 0xFFFFFFFFFFFFFFFF = no timer, wake on events only"),),
 )
-TimeRequest = make_message(0x02, "TIME_REQUEST", "Ask the pump for the current time (answered by TIME, reason POLL).", ())
+TimeRequest = make_message(
+    0x02, "TIME_REQUEST", "Ask the pump for the current time (answered by TIME, reason POLL).", ()
+)
 MotorRun = make_message(
     0x03,
     "MOTOR_RUN",
@@ -167,7 +169,8 @@ Beep = make_message(
 WatchdogKick = make_message(
     0x06,
     "WATCHDOG_KICK",
-    "Restart the hardware watchdog window. Silence longer than watchdog_window_ms stops the motor and sounds HARDWARE_ALARM.",
+    "Restart the hardware watchdog window. Silence longer than watchdog_window_ms stops the motor "
+    "and sounds HARDWARE_ALARM.",
     (),
 )
 HwInfoRequest = make_message(0x07, "HW_INFO_REQUEST", "Ask for HW_INFO.", ())
@@ -179,6 +182,14 @@ HostTx = make_message(
     (F("frame", Blob(HOST_MAX_BODY), "host-link frame body, opaque to the pump"),),
 )
 
+ControllerStart = make_message(
+    0x0A,
+    "CONTROLLER_START",
+    "The controller has come out of reset (in split mode: its process started) and wants "
+    "its POWER_ON. The pump answers POWER_ON with the reset cause it knows of.",
+    (),
+)
+
 # ---------------------------------------------------------------- pump link: pump -> controller
 
 PowerOn = make_message(
@@ -188,6 +199,7 @@ PowerOn = make_message(
     (
         F("reset_cause", EnumField(U8, ResetCause), "why the controller was (re)started"),
         F("time_ms", U64, "pump time in ms"),
+        F("rtc_s", I64, "the pump's real-time clock at time_ms: local time as seconds since 1970-01-01T00:00"),
         F("boot_count", U32, "number of controller starts since manufacture, this one included"),
     ),
 )
@@ -296,7 +308,7 @@ StatusAck = make_message(
         F("max_dose_24h_ng", U32, "hard limit per rolling 24 h, ng"),
         F("alarms", Array(MAX_ALARMS, AlarmEntry), "latched alarms"),
         F("battery_mv", U16, "battery voltage, mV"),
-        F("last_command_id", U32, "command_id of the last dosing command accepted (0 = none)"),
+        F("last_command_id", U32, "command_id of the last command accepted that carried one (0 = none)"),
     ),
     answers=Status,
 )
@@ -340,7 +352,11 @@ BolusRequestAck = make_message(
         F("decision", EnumField(U8, BolusDecision), "GRANTED or the reason for denial"),
         F("dose_ng", U32, "dose granted (0 if denied)"),
         F("duration_s", U32, "delivery duration of the granted bolus"),
-        F("next_available_at_s", U64, "pump time from which a bolus may be granted; 0xFFFFFFFFFFFFFFFF = not foreseeable"),
+        F(
+            "next_available_at_s",
+            U64,
+            "pump time from which a bolus may be granted; 0xFFFFFFFFFFFFFFFF = not foreseeable",
+        ),
     ),
     answers=BolusRequest,
 )

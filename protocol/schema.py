@@ -54,7 +54,9 @@ class EnumField(cs.Adapter):
             raise cs.ValidationError(f"{obj} is not a {self.enum.__name__}", path=path) from None
 
     def _encode(self, obj, context, path):
-        if isinstance(obj, bool) or obj not in self.enum._value2member_map_:
+        # A plain int or a member of this enum: not a bool, a float or another enum's member
+        # that happens to share a value (the fast codec applies the same rule).
+        if (type(obj) is not int and type(obj) is not self.enum) or obj not in self.enum._value2member_map_:
             raise cs.ValidationError(f"{obj!r} is not a {self.enum.__name__}", path=path)
         return int(obj)
 
@@ -71,7 +73,8 @@ class BoolField(cs.Adapter):
         return bool(obj)
 
     def _encode(self, obj, context, path):
-        if obj not in (0, 1):  # True and False compare equal to 1 and 0
+        # True, False, or the ints 1 and 0 (not 1.0: the fast codec applies the same rule)
+        if (type(obj) is not bool and type(obj) is not int) or obj not in (0, 1):
             raise cs.ValidationError(f"{obj!r} is not a bool", path=path)
         return int(obj)
 
@@ -132,13 +135,14 @@ class Array(cs.Adapter):
         return tuple(self.record._from_container(c) for c in obj)
 
     def _encode(self, obj, context, path):
-        if not isinstance(obj, list | tuple):
-            raise cs.ValidationError(f"{type(obj).__name__} is not a sequence", path=path)
+        # Exactly a list or tuple of exactly this record type, as the fast codec requires.
+        if type(obj) is not list and type(obj) is not tuple:
+            raise cs.ValidationError(f"{type(obj).__name__} is not a list or tuple", path=path)
         if len(obj) > self.max_items:
             raise cs.ValidationError(f"more than {self.max_items} items", path=path)
         out = []
         for item in obj:
-            if not isinstance(item, self.record):
+            if type(item) is not self.record:
                 raise cs.ValidationError(f"{item!r} is not a {self.record.__name__}", path=path)
             out.append(dataclasses.asdict(item))
         return out
@@ -167,19 +171,13 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
-        """Inverse of to_dict; raises EncodeError naming a missing, unknown or bad field."""
-        name = cls.__name__
-        if not isinstance(data, Mapping):
-            raise EncodeError(name, None, f"expected a mapping of fields, got {type(data).__name__}")
-        unknown = set(data) - set(cls.FIELDS)
-        if unknown:
-            raise EncodeError(name, sorted(unknown)[0], "no such field")
-        values = {}
-        for sub in cls.SCHEMA.subcons:
-            if sub.name not in data:
-                raise EncodeError(name, sub.name, "missing field")
-            values[sub.name] = _from_jsonable(name, sub.name, sub.subcon, data[sub.name])
-        return cls(**values)
+        """Inverse of to_dict; raises EncodeError naming a missing, unknown or bad field
+        (dotted inside an array, e.g. `basal.start_s`). A message is checked as a whole:
+        what from_dict returns, encode accepts."""
+        obj = _from_dict(cls, data, getattr(cls, "NAME", cls.__name__), "")
+        if isinstance(obj, Message):
+            cls._fast_build(obj)  # raises EncodeError naming the bad field
+        return obj
 
 
 class Message(Record):
@@ -213,19 +211,38 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _from_dict(cls: type, data: Any, msg: str, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        where = prefix[:-1] or None  # a record inside an array is named by the array
+        raise EncodeError(msg, where, f"expected a mapping of fields, got {type(data).__name__}")
+    unknown = set(data) - set(cls.FIELDS)
+    if unknown:
+        raise EncodeError(msg, prefix + sorted(map(str, unknown))[0], "no such field")
+    values = {}
+    for sub in cls.SCHEMA.subcons:
+        if sub.name not in data:
+            raise EncodeError(msg, prefix + sub.name, "missing field")
+        values[sub.name] = _from_jsonable(msg, prefix + sub.name, sub.subcon, data[sub.name])
+    return cls(**values)
+
+
 def _from_jsonable(msg: str, field: str, sub: cs.Construct, v: Any) -> Any:
-    if isinstance(sub, EnumField) and isinstance(v, str):
-        try:
-            return sub.enum[v.upper()]
-        except KeyError:
-            raise EncodeError(msg, field, f"{v!r} is not a {sub.enum.__name__}") from None
+    if isinstance(sub, EnumField):
+        if isinstance(v, str):
+            try:
+                return sub.enum[v.upper()]
+            except KeyError:
+                raise EncodeError(msg, field, f"{v!r} is not a {sub.enum.__name__}") from None
+        if type(v) is int and v in sub.enum._value2member_map_:
+            return sub.enum(v)
+        return v
     if isinstance(sub, Blob) and isinstance(v, str):
         try:
             return bytes.fromhex(v)
         except ValueError:
             raise EncodeError(msg, field, "not a hex string") from None
     if isinstance(sub, Array) and isinstance(v, list | tuple):
-        return tuple(x if isinstance(x, sub.record) else sub.record.from_dict(x) for x in v)
+        return tuple(x if type(x) is sub.record else _from_dict(sub.record, x, msg, field + ".") for x in v)
     return v
 
 
@@ -289,33 +306,39 @@ def _fast_constructor(cls: type) -> Any:
     return ns["_mk"]
 
 
-def _record_converter(cls: type) -> Any:
-    """Turns one struct.unpack tuple into a record, checking enum and bool fields."""
-    ns: dict[str, Any] = {"_mk": cls._fast_new, "_bad": _bad_value, "name": cls.__name__}
+def _record_converter(cls: type, msg_name: str | None = None, prefix: str = "") -> Any:
+    """Turns one struct.unpack tuple into a record, checking enum and bool fields.
+
+    A DecodeError names `msg_name` (the message the record travels in) and the field as
+    `prefix` + the record's field, e.g. `alarms.alarm`."""
+    ns: dict[str, Any] = {"_mk": cls._fast_new, "_bad": _bad_value, "name": msg_name or cls.__name__}
     lines = ["def _conv(t):"]
     args = []
     for i, sub in enumerate(cls.SCHEMA.subcons):
         v = f"v{i}"
         lines.append(f"    {v} = t[{i}]")
-        _emit_check(lines, ns, sub, v, "    ", "name")
+        _emit_check(lines, ns, sub, v, "    ", "name", prefix + sub.name)
         args.append(v)
     lines.append(f"    return _mk({', '.join(args)})")
     exec("\n".join(lines) + "\n", ns)  # noqa: S102
     return ns["_conv"]
 
 
-def _emit_check(lines: list[str], ns: dict, sub: cs.Renamed, v: str, ind: str, msg_name: str) -> None:
+def _emit_check(
+    lines: list[str], ns: dict, sub: cs.Renamed, v: str, ind: str, msg_name: str, field: str | None = None
+) -> None:
     """Decode-side conversion for enum and bool fields (unknown values are rejected)."""
     inner = sub.subcon
+    field = field or sub.name
     if isinstance(inner, EnumField):
         key = f"_E_{sub.name}"
         ns[key] = inner.enum._value2member_map_
         lines.append(f"{ind}try:")
         lines.append(f"{ind}    {v} = {key}[{v}]")
         lines.append(f"{ind}except KeyError:")
-        lines.append(f"{ind}    _bad({msg_name}, {sub.name!r}, {v})")
+        lines.append(f"{ind}    _bad({msg_name}, {field!r}, {v})")
     elif isinstance(inner, BoolField):
-        lines.append(f"{ind}if {v} > 1: _bad({msg_name}, {sub.name!r}, {v})")
+        lines.append(f"{ind}if {v} > 1: _bad({msg_name}, {field!r}, {v})")
         lines.append(f"{ind}{v} = {v} == 1")
 
 
@@ -396,7 +419,7 @@ def _compile_parse(cls: type) -> Any:
             rec = inner.record
             rk, ck = f"_R{i}", f"_C{i}"
             ns[rk] = rec._fmt
-            ns[ck] = rec._convert
+            ns[ck] = _record_converter(rec, ns["name"], sub.name + ".")
             body += [
                 "    n = buf[off]",
                 "    off += 1",
@@ -444,13 +467,8 @@ def _compile_build(cls: type) -> Any:
 
     for sub in cls.SCHEMA.subcons:
         inner, attr = sub.subcon, f"m.{sub.name}"
-        if isinstance(inner, EnumField):
-            key = f"_E_{sub.name}"
-            ns[key] = {v: v for v in inner.enum._value2member_map_}
-            run.append((_fixed_code(inner), f"{key}[{attr}]"))
-        elif isinstance(inner, BoolField):
-            ns["_B"] = {False: 0, True: 1}
-            run.append((_fixed_code(inner), f"_B[{attr}]"))
+        if isinstance(inner, EnumField | BoolField):
+            run.append((_fixed_code(inner), _emit_build_check(lines, ns, sub, attr, "    ")))
         elif isinstance(inner, cs.FormatField):
             run.append((_fixed_code(inner), attr))
         else:
@@ -462,14 +480,19 @@ def _compile_build(cls: type) -> Any:
                 parts.append(f"bytes((len({t}),)) + {t}")
             elif isinstance(inner, Blob):
                 lines.append(f"    {t} = {attr}")
-                lines.append(f"    if len({t}) > {inner.max_bytes} or not isinstance({t}, (bytes, bytearray)): raise ValueError")
+                lines.append(
+                    f"    if len({t}) > {inner.max_bytes} or not isinstance({t}, (bytes, bytearray)): raise ValueError"
+                )
                 parts.append(f"_pk('<H', len({t})) + bytes({t})")
             elif isinstance(inner, Array):
                 rec = inner.record
                 rk = f"_R_{sub.name}"
                 ns[rk] = _record_builder(rec)
                 lines.append(f"    {t} = {attr}")
-                lines.append(f"    if len({t}) > {inner.max_items} or type({t}) is not tuple and type({t}) is not list: raise ValueError")
+                lines.append(
+                    f"    if len({t}) > {inner.max_items} or type({t}) is not tuple and type({t}) is not list:"
+                    " raise ValueError"
+                )
                 parts.append(f"bytes((len({t}),)) + b''.join(map({rk}, {t}))")
     flush()
     src = ["def build(m):", "    try:"]
@@ -482,44 +505,85 @@ def _compile_build(cls: type) -> Any:
     return build
 
 
+def _emit_build_check(lines: list[str], ns: dict, sub: cs.Renamed, attr: str, ind: str) -> str:
+    """Encode-side check of an enum or bool field; returns the expression to pack.
+
+    The value must be of the field's own type (the enum or bool) or a plain int, and a
+    member (0 or 1 for a bool). A dict lookup alone would let True through for an enum
+    value 1, and 1.0 for either (they hash and compare equal): the reference codec
+    refuses those, so the fast codec must too."""
+    inner = sub.subcon
+    v = f"f_{sub.name}"
+    lines.append(f"{ind}{v} = {attr}")
+    if isinstance(inner, EnumField):
+        key, tkey = f"_E_{sub.name}", f"_T_{sub.name}"
+        ns[key] = {x: x for x in inner.enum._value2member_map_}
+        ns[tkey] = inner.enum
+        lines.append(f"{ind}if type({v}) is not {tkey} and type({v}) is not int: raise ValueError")
+        return f"{key}[{v}]"
+    ns["_B"] = {False: 0, True: 1}
+    lines.append(f"{ind}if type({v}) is not bool and type({v}) is not int: raise ValueError")
+    return f"_B[{v}]"
+
+
 def _record_builder(rec: type) -> Any:
-    ns: dict[str, Any] = {"rec": rec, "_fmt": rec._fmt, "_B": {False: 0, True: 1}}
+    ns: dict[str, Any] = {"rec": rec, "_fmt": rec._fmt}
+    lines = ["def b(r):", "    if type(r) is not rec: raise TypeError"]
     args = []
     for sub in rec.SCHEMA.subcons:
         attr = f"r.{sub.name}"
-        if isinstance(sub.subcon, EnumField):
-            key = f"_E_{sub.name}"
-            ns[key] = {v: v for v in sub.subcon.enum._value2member_map_}
-            args.append(f"{key}[{attr}]")
-        elif isinstance(sub.subcon, BoolField):
-            args.append(f"_B[{attr}]")
+        if isinstance(sub.subcon, EnumField | BoolField):
+            args.append(_emit_build_check(lines, ns, sub, attr, "    "))
         else:
             args.append(attr)
-    src = f"def b(r):\n    if type(r) is not rec: raise TypeError\n    return _fmt.pack({', '.join(args)})\n"
+    lines.append(f"    return _fmt.pack({', '.join(args)})")
+    src = "\n".join(lines) + "\n"
     exec(src, ns)  # noqa: S102
-    return ns["b"]
+    b = ns["b"]
+    b.__source__ = src
+    return b
 
 
 def _diagnose(cls: type, m: Any) -> None:
-    """Slow path after the fast build failed: find the field and raise EncodeError."""
+    """Slow path after the fast build failed: find the field and raise EncodeError.
+
+    It judges each field with the reference codec (construct), so the field it names is
+    one the reference codec refuses too; a field inside an array record is named dotted,
+    e.g. `basal.start_s`."""
     name = getattr(cls, "NAME", cls.__name__)
     if type(m) is not cls:
         raise EncodeError(name, None, f"expected a {cls.__name__}, got {type(m).__name__}")
-    for sub in cls.SCHEMA.subcons:
-        value = getattr(m, sub.name)
-        if isinstance(sub.subcon, cs.FormatField) and (isinstance(value, bool) or not isinstance(value, int)):
-            raise EncodeError(name, sub.name, f"{value!r} is not an integer")
-        try:
-            sub.subcon.build(value)
-        except cs.ConstructError as e:
-            detail = str(e).split("\n")[-1].strip()
-            if isinstance(sub.subcon, cs.FormatField):
-                lo, hi = _int_range(sub.subcon)
-                detail = f"{value!r} is outside {lo}..{hi}"
-            raise EncodeError(name, sub.name, detail) from None
-        except Exception as e:  # noqa: BLE001 - any failure here is the field's fault
-            raise EncodeError(name, sub.name, f"{type(e).__name__}: {e}") from None
+    _diagnose_fields(name, cls.SCHEMA, m, "")
     raise EncodeError(name, None, "payload could not be built")
+
+
+def _diagnose_fields(name: str, schema: cs.Struct, obj: Any, prefix: str) -> None:
+    for sub in schema.subcons:
+        field = prefix + sub.name
+        inner = sub.subcon
+        try:
+            value = getattr(obj, sub.name)
+        except AttributeError:
+            raise EncodeError(name, field, "missing field") from None
+        # Bools pass here as they do in struct and construct: True encodes as 1.
+        if isinstance(inner, cs.FormatField) and not isinstance(value, int):
+            raise EncodeError(name, field, f"{value!r} is not an integer")
+        try:
+            inner.build(value)
+        except cs.ConstructError as e:
+            if isinstance(inner, Array) and isinstance(value, list | tuple) and len(value) <= inner.max_items:
+                # A bad value inside a record is named `array.field`; a wrong item or
+                # count is the array's own fault (raised below).
+                for item in value:
+                    if type(item) is inner.record:
+                        _diagnose_fields(name, inner.record.SCHEMA, item, field + ".")
+            detail = str(e).split("\n")[-1].strip()
+            if isinstance(inner, cs.FormatField):
+                lo, hi = _int_range(inner)
+                detail = f"{value!r} is outside {lo}..{hi}"
+            raise EncodeError(name, field, detail) from None
+        except Exception as e:  # noqa: BLE001 - any failure here is the field's fault
+            raise EncodeError(name, field, f"{type(e).__name__}: {e}") from None
 
 
 def _int_range(sub: cs.FormatField) -> tuple[int, int]:

@@ -1,0 +1,72 @@
+"""Hypothesis profiles and the --long switch.
+
+Profiles (pick one with THECAL_HYPOTHESIS_PROFILE=<name>, or pytest --long for "long"):
+  ci    the default: 100 examples a test (tests scale their own counts from this, see
+        tests/strategies.py `scaled`), no deadline, random seeds (not derandomized: each
+        run explores new inputs; a failure prints the blob to reproduce it).
+  long  ten times the examples, for soak runs; also runs tests marked `slow` and lifts
+        the per-test timeout unless --timeout is given.
+  dev   a quick look while editing: ten examples a test.
+
+`pytest --hypothesis-profile=<name>` (hypothesis' own option) also works and wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.strategies import CI_MAX_EXAMPLES
+
+PROFILE_ENV = "THECAL_HYPOTHESIS_PROFILE"
+LONG_PROFILE = "long"
+
+settings.register_profile(
+    "ci",
+    max_examples=CI_MAX_EXAMPLES,
+    deadline=None,  # CI machines stall; a deadline would make tests flaky, not faster
+    derandomize=False,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(LONG_PROFILE, settings.get_profile("ci"), max_examples=10 * CI_MAX_EXAMPLES)
+settings.register_profile("dev", settings.get_profile("ci"), max_examples=CI_MAX_EXAMPLES // 10)
+settings.load_profile(os.environ.get(PROFILE_ENV) or "ci")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="long campaigns: the 'long' hypothesis profile, tests marked slow, no per-test timeout",
+    )
+
+
+def _long(config: pytest.Config) -> bool:
+    return bool(config.getoption("--long")) or settings.get_current_profile_name() == LONG_PROFILE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    explicit = os.environ.get(PROFILE_ENV) or config.getoption("--hypothesis-profile", default=None)
+    if config.getoption("--long") and not explicit:
+        settings.load_profile(LONG_PROFILE)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"thecal: hypothesis profile {settings.get_current_profile_name()!r} ({PROFILE_ENV} or --long)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Runs after every plugin's pytest_configure, so the profile is final here.
+    if _long(config):
+        if config.getoption("timeout", default=None) is None:  # no --timeout given
+            for item in items:
+                item.add_marker(pytest.mark.timeout(0))
+        return
+    skip = pytest.mark.skip(reason="long campaign: run with --long")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
