@@ -255,7 +255,10 @@ HostRx = make_message(
     0x26,
     "HOST_RX",
     "Relay: a complete host-link frame body the pump received from the host (CRC already checked).",
-    (F("frame", Blob(HOST_MAX_BODY), "host-link frame body, opaque to the pump"),),
+    (
+        F("time_ms", U64, "pump time in ms when the frame arrived (the controller keeps no clock of its own)"),
+        F("frame", Blob(HOST_MAX_BODY), "host-link frame body, opaque to the pump"),
+    ),
 )
 
 # ---------------------------------------------------------------- host link: requests and ACKs

@@ -247,7 +247,7 @@ def _examples() -> list[tuple[str, Message, int]]:
             ),
             6,
         ),
-        ("HOST_RX", HostRx(frame=signed_hello_body), 7),
+        ("HOST_RX", HostRx(time_ms=25_200_000, frame=signed_hello_body), 7),
         # host link: requests (unsigned here; see the signed variants)
         ("HELLO", Hello(), 1),
         ("STATUS", Status(), 2),

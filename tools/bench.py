@@ -178,7 +178,46 @@ def bench_emulator(days: int = 30, seed: int = 1) -> dict[str, Any]:
     }
 
 
+def bench_firmware(days: int = 30, seed: int = 1) -> dict[str, Any]:
+    """The reference therapy with the real firmware embedded in the emulator, lockstep,
+    every request signed and relayed as over a pty (tools/inprocess.py)."""
+    import resource
+
+    from protocol.messages import SimGroundTruth, Status
+    from tools.inprocess import LocalPump, run_reference
+
+    pump = LocalPump(seed=seed)
+    t0 = time.perf_counter()
+    run = run_reference(pump, days, seed)
+    wall = time.perf_counter() - t0
+    truth = pump.request(SimGroundTruth(tones_from=0))
+    status = pump.request(Status())
+    sim_s = days * 86_400
+    return {
+        "bench": "firmware",
+        "scenario": f"reference therapy, {days} days, lockstep, firmware embedded",
+        "simulated_s": sim_s,
+        "wall_s": round(wall, 3),
+        "sim_per_wall": round(sim_s / wall),
+        "target_sim_per_wall": 1_000_000,
+        "meets_target": sim_s / wall >= 1_000_000,
+        "events_handled": pump.rig.hw.sched.events_run,
+        "boluses_granted": run.granted,
+        "boluses_denied": run.denied,
+        "refills": run.refills,
+        "alarms_raised": run.alarms,
+        "delivered_ng_ground_truth": truth.delivered_ng,
+        "delivered_nl_ground_truth": truth.delivered_nl,
+        "reservoir_nl_ground_truth": truth.reservoir_nl,
+        "reservoir_nl_firmware": status.reservoir_nl,
+        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "machine": machine(),
+    }
+
+
 def run_bench(what: str, seconds: float = 1.0, repeats: int = 5, days: int = 30) -> dict[str, Any]:
+    if what == "firmware":
+        return bench_firmware(days)
     if what == "codec":
         return bench_codec(seconds, repeats)
     if what == "emulator":

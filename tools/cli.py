@@ -49,9 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emu.add_argument("--idle-timeout", type=float, default=2.0, help="wall seconds a controller has to report idle")
     emu.add_argument("--script", help="JSON actions for the in-process scripted controller")
+    emu.add_argument(
+        "--controller",
+        choices=["firmware", "scripted"],
+        default="firmware",
+        help="what runs in-process on the pump link (ignored with --split)",
+    )
+
+    fw = sub.add_parser("firmware", help="run the controller firmware against a pump-link port (split mode)")
+    fw.add_argument("--port", required=True, help="the pump-link pty (second READY field of --split)")
+    fw.add_argument("--state-dir", default=os.environ.get("THECAL_STATE_DIR", ".thecal"))
+    fw.add_argument("--exit-on-stdin-eof", action="store_true", help="for test harnesses")
+
+    diag = sub.add_parser("diagram", help="write the therapy state machine as mermaid to docs/therapy-states.md")
+    diag.add_argument("--check", action="store_true", help="exit 1 if the committed diagram differs")
+    diag.add_argument("--out", default="docs/therapy-states.md")
 
     bench = sub.add_parser("bench", help="benchmarks; print JSON")
-    bench.add_argument("what", choices=["codec", "emulator"], help="what to measure")
+    bench.add_argument("what", choices=["codec", "emulator", "firmware"], help="what to measure")
     bench.add_argument("--days", type=int, default=30, help="simulated days (emulator)")
     bench.add_argument("--seconds", type=float, default=1.0, help="approximate time per measurement")
     bench.add_argument("--repeats", type=int, default=5, help="repeats; the best is reported")
@@ -74,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "emulator":
         return _emulator(args)
+    if args.command == "firmware":
+        from firmware.runner import run_firmware
+
+        return run_firmware(args.port, args.state_dir, args.exit_on_stdin_eof)
+    if args.command == "diagram":
+        from firmware.therapy import write_diagram
+
+        return write_diagram(args.out, check=args.check)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -113,6 +136,7 @@ def _emulator(args: argparse.Namespace) -> int:
             capture_wall_time=args.capture_wall_time,
             idle_timeout_s=args.idle_timeout,
             script=script,
+            controller=args.controller,
         )
         return run_emulator(opts)
     except (ValueError, ModelError, StateError, OSError) as e:

@@ -141,7 +141,11 @@ class Client:
 
     def _pump_once(self) -> None:
         try:
-            data = self.ser.read(65536)
+            # Wait (up to the port's timeout) for the first byte only, then take what has
+            # arrived: read(65536) would sit out the whole timeout on every call.
+            data = self.ser.read(1)
+            if data and (waiting := self.ser.in_waiting):
+                data += self.ser.read(waiting)
         except serial.SerialException as e:
             raise NoAnswer(f"port {self.port_path} lost: {e}") from None
         for item in self._rx.feed(data):

@@ -1,0 +1,133 @@
+"""Alarms: priorities, latching, acknowledgement and the tones a patient hears.
+
+An alarm is raised when its condition becomes true and latches: it stays listed until
+its condition is gone *and* it has been acknowledged. Acknowledging silences its tone
+for a while; it never clears a condition that still holds. Tones repeat by priority
+(IEC 60601-1-8: high two-tone often, medium single tone about hourly, low rarely).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.codes import AlarmId, BeepPattern, Priority
+
+from .config import FirmwareConfig
+
+PRIORITY: dict[AlarmId, Priority] = {
+    AlarmId.LOW_RESERVOIR: Priority.MEDIUM,
+    AlarmId.EMPTY_RESERVOIR: Priority.HIGH,
+    AlarmId.MOTOR_STALL: Priority.HIGH,
+    AlarmId.OCCLUSION: Priority.HIGH,
+    AlarmId.DELIVERY_SHORTFALL: Priority.MEDIUM,
+    AlarmId.BATTERY_ERI: Priority.MEDIUM,
+    AlarmId.BATTERY_EOS: Priority.HIGH,
+    AlarmId.MEMORY_ERROR: Priority.HIGH,
+    AlarmId.REFILL_DISCREPANCY: Priority.MEDIUM,
+    AlarmId.PUMP_LINK_LOST: Priority.HIGH,
+}
+PATTERN = {
+    Priority.HIGH: BeepPattern.TWO_TONE,
+    Priority.MEDIUM: BeepPattern.SINGLE_TONE,
+    Priority.LOW: BeepPattern.SINGLE_TONE,
+}
+
+
+@dataclass
+class Alarm:
+    alarm: AlarmId
+    priority: Priority
+    raised_ms: int
+    condition: bool = True
+    acknowledged: bool = False
+    silenced_until_ms: int = 0
+    next_tone_ms: int = 0
+
+
+class AlarmSet:
+    def __init__(self, config: FirmwareConfig) -> None:
+        self.config = config
+        self.active: dict[AlarmId, Alarm] = {}
+
+    def _interval(self, p: Priority) -> int:
+        c = self.config
+        return {Priority.HIGH: c.tone_interval_high_ms, Priority.MEDIUM: c.tone_interval_medium_ms}.get(
+            p, c.tone_interval_low_ms
+        )
+
+    def _silence(self, p: Priority) -> int:
+        c = self.config
+        return {Priority.HIGH: c.silence_high_ms, Priority.MEDIUM: c.silence_medium_ms}.get(p, c.silence_low_ms)
+
+    def condition(self, alarm: AlarmId, present: bool, now_ms: int) -> str | None:
+        """Report an alarm's condition. Returns "raised", "cleared" or None (no change)."""
+        a = self.active.get(alarm)
+        if present:
+            if a is None:
+                self.active[alarm] = Alarm(alarm, PRIORITY[alarm], now_ms, next_tone_ms=now_ms)
+                return "raised"
+            if not a.condition:
+                # Came back while still latched: it needs acknowledging again.
+                a.condition = True
+                a.acknowledged = False
+                a.silenced_until_ms = 0
+                a.next_tone_ms = now_ms
+            return None
+        if a is None or not a.condition:
+            return None
+        a.condition = False
+        if a.acknowledged:
+            del self.active[alarm]
+            return "cleared"
+        return None
+
+    def clear(self, alarm: AlarmId) -> bool:
+        """Remove outright (refill completion clears the reservoir alarms)."""
+        return self.active.pop(alarm, None) is not None
+
+    def acknowledge(self, alarm: AlarmId, now_ms: int) -> tuple[bool, str | None]:
+        """(was it active, "cleared" if acknowledging ended it)."""
+        a = self.active.get(alarm)
+        if a is None:
+            return False, None
+        a.acknowledged = True
+        a.silenced_until_ms = now_ms + self._silence(a.priority)
+        if not a.condition:
+            del self.active[alarm]
+            return True, "cleared"
+        return True, None
+
+    def high_active(self) -> bool:
+        return any(a.priority is Priority.HIGH for a in self.active.values())
+
+    def high_conditions(self) -> bool:
+        return any(a.priority is Priority.HIGH and a.condition for a in self.active.values())
+
+    def tones_due(self, now_ms: int) -> BeepPattern | None:
+        """The pattern to sound now (the highest priority due), rescheduling each due alarm."""
+        best: Priority | None = None
+        for a in self.active.values():
+            if now_ms < a.silenced_until_ms:
+                a.next_tone_ms = max(a.next_tone_ms, a.silenced_until_ms)
+                continue
+            if a.next_tone_ms <= now_ms:
+                a.next_tone_ms = now_ms + self._interval(a.priority)
+                if best is None or a.priority > best:
+                    best = a.priority
+        return PATTERN[best] if best is not None else None
+
+    def next_tone_ms(self) -> int | None:
+        times = [max(a.next_tone_ms, a.silenced_until_ms) for a in self.active.values()]
+        return min(times, default=None)
+
+    def to_data(self) -> list[list[int]]:
+        return [
+            [int(a.alarm), a.raised_ms, int(a.condition), int(a.acknowledged), a.silenced_until_ms, a.next_tone_ms]
+            for a in self.active.values()
+        ]
+
+    def load(self, data: list[list[int]]) -> None:
+        self.active.clear()
+        for alarm, raised, cond, ack, silenced, nxt in data:
+            aid = AlarmId(alarm)
+            self.active[aid] = Alarm(aid, PRIORITY[aid], raised, bool(cond), bool(ack), silenced, nxt)

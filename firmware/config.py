@@ -1,0 +1,54 @@
+"""Firmware settings that are not part of a prescription. Defaults from
+../shared/domain.md; every figure can be overridden (FirmwareConfig(...) or a TOML file)."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FirmwareConfig:
+    # Delivery stops at this residual (implantable pumps cannot empty the reservoir).
+    empty_reservoir_ul: int = 1_000
+    # Occlusion: outlet pressure at or above this for the dwell raises the alarm.
+    occlusion_pressure_pa: int = 50_000
+    occlusion_dwell_ms: int = 30_000
+    # While a stall or occlusion alarm stands, ask the pump for sensors this often.
+    sensor_poll_ms: int = 60_000
+    # Refill discrepancy: withdrawn vs expected beyond this is consequential (Maino 2017):
+    # 1 mL on a pump up to 20 mL, 2 mL above.
+    refill_discrepancy_small_ul: int = 1_000
+    refill_discrepancy_large_ul: int = 2_000
+    # Alarm tones: high priority two-tone often, medium single tone about hourly, low daily.
+    tone_interval_high_ms: int = 5 * 60_000
+    tone_interval_medium_ms: int = 60 * 60_000
+    tone_interval_low_ms: int = 24 * 60 * 60_000
+    # Acknowledging silences an alarm's tone for this long (its condition may still hold).
+    silence_high_ms: int = 30 * 60_000
+    silence_medium_ms: int = 24 * 60 * 60_000
+    silence_low_ms: int = 7 * 24 * 60 * 60_000
+    # Strokes owed to basal after a bolus are paid out at this multiple of the fastest interval.
+    payout_interval_factor: int = 2
+    # Event log ring capacity.
+    log_capacity: int = 10_000
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"firmware config: {f.name} must be a positive integer, got {v!r}")
+
+
+def load_config(path: str | Path | None) -> FirmwareConfig:
+    if path is None:
+        return FirmwareConfig()
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    known = {f.name for f in dataclasses.fields(FirmwareConfig)}
+    for key in data:
+        if key not in known:
+            raise ValueError(f"firmware config {path}: unknown key {key!r}")
+    return FirmwareConfig(**data)

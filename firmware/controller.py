@@ -1,0 +1,677 @@
+"""The controller: pump-link bytes in, pump-link bytes out, every safety rule in between.
+
+Written as firmware: one thread, no wall clock (time comes from the pump in every
+message), integer quantities, bounded memory. Tickless: every call to feed() ends with
+SLEEP_UNTIL naming the next time the controller needs to run. The host is reached only
+through HOST_RX / HOST_TX relayed by the pump.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import codec
+from protocol.auth import AuthResult, FrameVerifier
+from protocol.codes import (
+    AlarmId,
+    BeepPattern,
+    BolusKind,
+    BolusOutcome,
+    LogEvent,
+    NakReason,
+    ResetCause,
+    Role,
+    RunOutcome,
+    TherapyState,
+)
+from protocol.framing import Frame, parse_body
+from protocol.messages import (
+    HOST_LINK_TYPES,
+    PUMP_LINK_TYPES,
+    AlarmCleared,
+    AlarmRaised,
+    Beep,
+    BolusFinished,
+    BolusStarted,
+    HostRx,
+    HostTx,
+    HwInfo,
+    HwInfoRequest,
+    Message,
+    MotorRun,
+    MotorStop,
+    PowerOn,
+    RunProgress,
+    SensorRequest,
+    Sensors,
+    SleepUntil,
+    TherapyStateChanged,
+    Time,
+    WatchdogKick,
+)
+from protocol.schema import NONE_U64, MessageFamily, family_of
+
+from . import host
+from .alarms import AlarmSet
+from .config import FirmwareConfig
+from .delivery import ActiveBolus, Catheter, Run
+from .dose import FG_PER_NG, MS_PER_DAY, BasalAccumulator, next_change_ms, rate_at, stroke_fg
+from .druglib import DrugLibrary, load_library
+from .eventlog import EventLog
+from .history import DeliveryHistory
+from .nvm import MemoryNvm, Nvm
+from .prescription import HwLimits, Prescription
+from .reservoir import Reservoir
+from .safety import RunFacts, occlusion_confirmed, run_refusal, strokes_within_limit
+from .therapy import Therapy
+
+FIRMWARE_VERSION = "0.1.0"
+ANY_RUN = 0xFFFF
+
+
+class Controller:
+    def __init__(
+        self,
+        keys: dict[Role, bytes],
+        nvm: Nvm | None = None,
+        drugs: DrugLibrary | None = None,
+        config: FirmwareConfig | None = None,
+    ) -> None:
+        self.config = config or FirmwareConfig()
+        self.drugs = drugs or load_library()
+        self.nvm = nvm if nvm is not None else MemoryNvm()
+        self.keys = {r: k for r, k in keys.items() if r in (Role.CLINICIAN, Role.PATIENT)}
+        self._rx = codec.MessageDecoder(PUMP_LINK_TYPES)
+        self._out: list[Message] = []
+        self._seq = 0
+        self._host_seq = 0
+        self.now_ms = 0
+        self.powered = False
+        self.hw: HwInfo | None = None
+        self.limits: HwLimits | None = None
+        self.therapy = Therapy(self._can_deliver, self._state_changed)
+        self.prescription: Prescription | None = None
+        self.acc = BasalAccumulator()
+        self.catheter: Catheter | None = None
+        self.reservoir = Reservoir(20_000, 0)
+        self.history = DeliveryHistory()
+        self.alarms = AlarmSet(self.config)
+        self.log = EventLog(self.config.log_capacity)
+        self.bolus: ActiveBolus | None = None
+        self.run: Run | None = None
+        self._run_seq = 0
+        self.lockout_until_ms = 0
+        self.last_command_id = 0
+        self.clock_offset_s = 0
+        self.rtc_at_boot_s = 0
+        self.boot_ms = 0
+        self.resume_running = False  # what refill/halt return to
+        self.battery_mv = 0
+        self.pressure_high_since_ms: int | None = None
+        self.motor_stalled = False
+        self.last_kick_ms = -1
+        self.verifier = FrameVerifier(self.keys)
+        self._dirty: set[str] = set()
+        self._saved_state = TherapyState.STOPPED
+        self.low_at_ms: int | None = None  # projected low-reservoir time
+        self._nvm_minutes: set[int] = set()  # history minutes held in NVM (to expire them)
+
+    # ------------------------------------------------------------ the pump link
+
+    def feed(self, data: bytes) -> bytes:
+        for item in self._rx.feed(data):
+            if isinstance(item, codec.Received):
+                self._on_message(item.message)
+        if self.powered:
+            self._service()
+            self._commit()
+        out = b"".join(self._encode(m) for m in self._out)
+        self._out.clear()
+        return out
+
+    def _encode(self, msg: Message) -> bytes:
+        self._seq = (self._seq + 1) & 0xFFFF
+        return codec.encode(msg, self._seq)
+
+    def send(self, msg: Message) -> None:
+        self._out.append(msg)
+
+    def _on_message(self, msg: Message) -> None:
+        t = type(msg)
+        if t is RunProgress:
+            self.now_ms = max(self.now_ms, msg.time_ms)
+            self._on_progress(msg)
+        elif t is Time:
+            self.now_ms = max(self.now_ms, msg.time_ms)
+        elif t is HostRx:
+            self.now_ms = max(self.now_ms, msg.time_ms)
+            if self.hw is None:
+                self._host_nak_raw(msg.frame, NakReason.BUSY, "controller is starting")
+            else:
+                host.handle_frame(self, msg.frame)
+        elif t is Sensors:
+            self.now_ms = max(self.now_ms, msg.time_ms)
+            self._on_sensors(msg)
+        elif t is PowerOn:
+            self._power_on(msg)
+        elif t is HwInfo:
+            self._on_hw_info(msg)
+
+    # ------------------------------------------------------------ time
+
+    @property
+    def now_s(self) -> int:
+        return self.now_ms // 1000
+
+    @property
+    def clock_s(self) -> int:
+        return self.rtc_at_boot_s + self.clock_offset_s + (self.now_ms - self.boot_ms) // 1000
+
+    @property
+    def local_ms(self) -> int:
+        return (self.rtc_at_boot_s + self.clock_offset_s) * 1000 + (self.now_ms - self.boot_ms)
+
+    # ------------------------------------------------------------ boot and recovery
+
+    def _power_on(self, msg: PowerOn) -> None:
+        self.now_ms = msg.time_ms
+        self.boot_ms = msg.time_ms
+        self.rtc_at_boot_s = msg.rtc_s
+        self.powered = True
+        self._restore()
+        self.log_event(LogEvent.BOOT, int(msg.reset_cause), msg.boot_count)
+        if msg.reset_cause is ResetCause.WATCHDOG:
+            self.log_event(LogEvent.WATCHDOG_RESET)
+        if self.bolus is not None:
+            # A bolus in progress at a reset is abandoned, never resumed, and counts in full.
+            self._end_bolus(BolusOutcome.INTERRUPTED)
+        self.run = None
+        self.send(HwInfoRequest())
+
+    def _on_hw_info(self, msg: HwInfo) -> None:
+        self.hw = msg
+        self.limits = HwLimits(
+            msg.stroke_nl, msg.min_stroke_interval_ms, msg.reservoir_capacity_ul, msg.max_strokes_per_run
+        )
+        self.reservoir.capacity_nl = msg.reservoir_capacity_ul * 1000
+        self.battery_mv = self.battery_mv or msg.battery_eri_mv + 1
+        if self.catheter is None:
+            conc = self.prescription.concentration_ng_per_ml if self.prescription else 0
+            self.catheter = Catheter(msg.catheter_dead_volume_nl, conc)
+        if self.therapy.state == "boot":
+            self._leave_boot()
+        self.send(SensorRequest())
+
+    def _leave_boot(self) -> None:
+        if self.alarms.active.get(AlarmId.MEMORY_ERROR) is not None:
+            self.therapy.fire("boot_to_halted")
+        elif self._saved_state is TherapyState.REFILL:
+            self.therapy.fire("boot_to_refill")
+        elif self._saved_state is TherapyState.HALTED or self.alarms.high_active():
+            self.therapy.fire("boot_to_halted")
+        elif self._saved_state is TherapyState.RUNNING and self.therapy.fire("boot_to_running"):
+            pass
+        else:
+            self.therapy.fire("boot_to_stopped")
+
+    def _restore(self) -> None:
+        data = self.nvm.load() or {}
+        self._saved_state = TherapyState(data.get("state", TherapyState.STOPPED))
+        rx = data.get("prescription")
+        self.prescription = Prescription.from_dict(rx) if rx else None
+        acc = data.get("acc")
+        if acc:
+            self.acc = BasalAccumulator(*acc)
+        cath = data.get("catheter")
+        if cath is not None:
+            self.catheter = Catheter(0, 0)
+            self.catheter.load(cath)
+            self.catheter.dead_volume_nl = sum(s[0] for s in cath)
+        self.reservoir.volume_nl = data.get("reservoir_nl", 0)
+        if "history" in data or "bolus_starts" in data:
+            self.history = DeliveryHistory.from_data(data.get("history", {}), data.get("bolus_starts", []))
+            self._nvm_minutes = {int(m) for m in data.get("history", {})}
+        if "alarms" in data:
+            self.alarms.load(data["alarms"])
+        log = data.get("log")
+        if log:
+            self.log.next_seq = log["next_seq"]
+        b = data.get("bolus")
+        self.bolus = ActiveBolus.from_data(b) if b else None
+        self.lockout_until_ms = data.get("lockout_until_ms", 0)
+        self.last_command_id = data.get("last_command_id", 0)
+        self.clock_offset_s = data.get("clock_offset_s", 0)
+        self.resume_running = data.get("resume_running", False)
+        counters = data.get("auth_counters")
+        if counters:
+            self.verifier.last_counters.update({int(k): v for k, v in counters.items()})
+
+    def dirty(self, *records: str) -> None:
+        self._dirty.update(records)
+
+    def _commit(self) -> None:
+        """Write what changed to NVM before the pump is told anything further."""
+        if not self._dirty:
+            return
+        d = self._dirty
+        nvm = self.nvm
+        if "state" in d:
+            nvm.save("state", int(self.therapy.code) if self.therapy.state != "boot" else int(self._saved_state))
+            nvm.save("resume_running", self.resume_running)
+        if "prescription" in d:
+            nvm.save("prescription", self.prescription.to_dict() if self.prescription else None)
+        if "delivery" in d:
+            nvm.save("acc", [self.acc.owed, self.acc.at_ms])
+            nvm.save("catheter", self.catheter.to_data() if self.catheter else None)
+            nvm.save("reservoir_nl", self.reservoir.volume_nl)
+            h = self.history
+            if h.dirty_minutes:
+                lo = self.now_ms // 60_000 - 1439
+                fresh = {m: h.bucket(m) for m in h.dirty_minutes if m >= lo}
+                expired = [m for m in self._nvm_minutes if m < lo]
+                self._nvm_minutes.difference_update(expired)
+                self._nvm_minutes.update(fresh)
+                nvm.save_items("history", {str(m): f for m, f in fresh.items()}, [str(m) for m in expired])
+                h.dirty_minutes.clear()
+            nvm.save("bolus_starts", list(h.bolus_starts))
+            nvm.save("bolus", self.bolus.to_data() if self.bolus else None)
+        if "alarms" in d:
+            nvm.save("alarms", self.alarms.to_data())
+        if "log" in d:
+            nvm.save("log", {"next_seq": self.log.next_seq})
+        if "limits" in d:
+            nvm.save("lockout_until_ms", self.lockout_until_ms)
+            nvm.save("last_command_id", self.last_command_id)
+            nvm.save("clock_offset_s", self.clock_offset_s)
+        if "auth" in d:
+            nvm.save("auth_counters", {str(k): v for k, v in self.verifier.last_counters.items()})
+        self._dirty = set()
+
+    # ------------------------------------------------------------ log and events
+
+    def log_event(self, event: LogEvent, arg0: int = 0, arg1: int = 0) -> None:
+        self.log.add(self.now_s, event, arg0, arg1)
+        self.dirty("log")
+
+    def host_event(self, msg: Message) -> None:
+        self._host_seq = (self._host_seq + 1) & 0xFFFF
+        self.send(HostTx(frame=codec.encode_to_body(msg, self._host_seq)))
+
+    def host_reply(self, msg: Message, seq: int) -> None:
+        self.send(HostTx(frame=codec.encode_to_body(msg, seq)))
+
+    def _host_nak_raw(self, body: bytes, reason: NakReason, detail: str) -> None:
+        f = parse_body(body)
+        if isinstance(f, Frame):
+            self.host_reply(codec.nak_for(f.msg_type, reason, "", detail), f.seq)
+
+    def _state_changed(self, old: TherapyState, new: TherapyState) -> None:
+        self.log_event(LogEvent.THERAPY_STATE, int(old), int(new))
+        self.dirty("state")
+        self.host_event(TherapyStateChanged(time_s=self.now_s, old_state=old, new_state=new))
+        if new is not TherapyState.RUNNING:
+            self._stop_run()
+            if self.bolus is not None:
+                self._end_bolus(BolusOutcome.STOPPED if new is TherapyState.STOPPED else BolusOutcome.INTERRUPTED)
+        else:
+            # Basal accrues only while running: none is owed for time spent stopped.
+            self.acc.at_ms = self.local_ms
+            self.dirty("delivery")
+
+    # ------------------------------------------------------------ alarms
+
+    def set_condition(self, alarm: AlarmId, present: bool) -> None:
+        change = self.alarms.condition(alarm, present, self.now_ms)
+        if change == "raised":
+            a = self.alarms.active[alarm]
+            self.log_event(LogEvent.ALARM_RAISED, int(alarm), int(a.priority))
+            self.host_event(AlarmRaised(time_s=self.now_s, alarm=alarm, priority=a.priority))
+            if self.alarms.high_active():
+                self._halt()
+        elif change == "cleared":
+            self._alarm_cleared(alarm)
+        self.dirty("alarms")
+
+    def _alarm_cleared(self, alarm: AlarmId) -> None:
+        self.log_event(LogEvent.ALARM_CLEARED, int(alarm))
+        self.host_event(AlarmCleared(time_s=self.now_s, alarm=alarm))
+        self.dirty("alarms")
+        self._maybe_recover()
+
+    def acknowledge(self, alarm: AlarmId) -> tuple[bool, bool]:
+        """(was active, still active)."""
+        was, change = self.alarms.acknowledge(alarm, self.now_ms)
+        if was:
+            self.log_event(LogEvent.ALARM_ACKNOWLEDGED, int(alarm))
+            self.dirty("alarms")
+            if not self.alarms.active:
+                self.send(Beep(pattern=BeepPattern.SILENT, repeat=1, repeat_interval_ms=0))
+        if change == "cleared":
+            self._alarm_cleared(alarm)
+        return was, alarm in self.alarms.active
+
+    def clear_alarm(self, alarm: AlarmId) -> None:
+        if self.alarms.clear(alarm):
+            self._alarm_cleared(alarm)
+
+    def _halt(self) -> None:
+        if self.therapy.state in ("running", "stopped"):
+            self.resume_running = self.therapy.state == "running" or self.resume_running
+            self.therapy.fire("halt")
+        self._stop_run()
+
+    def _maybe_recover(self) -> None:
+        if self.therapy.state == "halted" and not self.alarms.high_active():
+            if self.resume_running and self.therapy.fire("recover_running"):
+                return
+            self.therapy.fire("recover_stopped")
+
+    def _can_deliver(self) -> bool:
+        return (
+            self.prescription is not None
+            and self.limits is not None
+            and not self.alarms.high_active()
+            and not self.reservoir.is_empty(self.config)
+        )
+
+    # ------------------------------------------------------------ sensors and faults
+
+    def _on_sensors(self, msg: Sensors) -> None:
+        self.battery_mv = msg.battery_mv
+        hw = self.hw
+        if hw is not None:
+            self.set_condition(AlarmId.BATTERY_EOS, msg.battery_mv <= hw.battery_eos_mv)
+            self.set_condition(AlarmId.BATTERY_ERI, msg.battery_mv <= hw.battery_eri_mv)
+        if msg.motor_stalled and not self.motor_stalled:
+            self._fault_stop()
+        self.motor_stalled = msg.motor_stalled
+        self.set_condition(AlarmId.MOTOR_STALL, msg.motor_stalled or self._stall_latched())
+        if msg.outlet_pressure_pa >= self.config.occlusion_pressure_pa:
+            if self.pressure_high_since_ms is None:
+                self.pressure_high_since_ms = self.now_ms
+        else:
+            self.pressure_high_since_ms = None
+        self._check_occlusion()
+
+    def _stall_latched(self) -> bool:
+        return False
+
+    def _check_occlusion(self) -> None:
+        if occlusion_confirmed(self.pressure_high_since_ms, self.now_ms, self.config.occlusion_dwell_ms):
+            if AlarmId.OCCLUSION not in self.alarms.active:
+                self._fault_stop()
+            self.set_condition(AlarmId.OCCLUSION, True)
+        elif self.pressure_high_since_ms is None:
+            self.set_condition(AlarmId.OCCLUSION, False)
+
+    def _fault_stop(self) -> None:
+        """A fault stops the current stroke run at once; a bolus in it is abandoned."""
+        self._stop_run()
+        if self.bolus is not None:
+            self._end_bolus(BolusOutcome.INTERRUPTED)
+
+    # ------------------------------------------------------------ delivery
+
+    def _stop_run(self) -> None:
+        if self.run is not None:
+            self.send(MotorStop(run_id=self.run.run_id))
+            self.run = None
+
+    def tip_stroke_fg(self) -> int:
+        conc = self.catheter.tip_concentration if self.catheter and self.catheter.segments else 0
+        if not conc and self.prescription:
+            conc = self.prescription.concentration_ng_per_ml
+        return stroke_fg(self.limits.stroke_nl, conc)
+
+    def _on_progress(self, msg: RunProgress) -> None:
+        run = self.run
+        if run is None or msg.run_id != run.run_id:
+            return
+        new = msg.strokes_made - run.reported
+        if new > 0:
+            run.reported = msg.strokes_made
+            self._account(new, run.purpose)
+        if msg.outcome is RunOutcome.IN_PROGRESS:
+            return
+        self.run = None
+        if msg.outcome is RunOutcome.STALLED:
+            self.motor_stalled = True
+            self._fault_stop()
+            self.set_condition(AlarmId.MOTOR_STALL, True)
+        elif msg.outcome in (RunOutcome.EMPTY, RunOutcome.REFUSED):
+            self.log_event(LogEvent.DELIVERY_SHORTFALL, run.strokes, msg.strokes_made)
+            self._fault_stop()
+            self.set_condition(AlarmId.DELIVERY_SHORTFALL, True)
+            if msg.outcome is RunOutcome.EMPTY:
+                self.set_condition(AlarmId.EMPTY_RESERVOIR, True)
+
+    def _account(self, strokes: int, purpose: str) -> None:
+        """Strokes the mechanism made: volume out of the reservoir, drug to the patient."""
+        stroke_nl = self.limits.stroke_nl
+        res_conc = self.prescription.concentration_ng_per_ml if self.prescription else 0
+        bolus = self.bolus if purpose == "bolus" else None
+        for _ in range(strokes):
+            fg = self.catheter.push(stroke_nl, res_conc) if self.catheter else stroke_nl * res_conc
+            self.reservoir.delivered(stroke_nl)
+            if bolus is not None:
+                bolus.made += 1
+                bolus.delivered_nl += stroke_nl
+                if bolus.counts_as_drug:
+                    bolus.delivered_fg += fg
+                    self.history.add(self.now_ms, fg)
+            else:
+                self.acc.pay(fg * MS_PER_DAY)
+                self.history.add(self.now_ms, fg)
+        if bolus is not None and bolus.kind is BolusKind.PRIMING and bolus.made >= bolus.planned_strokes:
+            self.catheter.fill(res_conc)
+        self.dirty("delivery")
+        self._check_reservoir()
+
+    def _check_reservoir(self) -> None:
+        rx = self.prescription
+        if rx is not None:
+            self.set_condition(AlarmId.LOW_RESERVOIR, self.reservoir.is_low(rx.low_reservoir_ul))
+        empty = self.reservoir.is_empty(self.config)
+        if empty and AlarmId.EMPTY_RESERVOIR not in self.alarms.active:
+            self._fault_stop()
+        if empty or AlarmId.EMPTY_RESERVOIR in self.alarms.active:
+            self.set_condition(AlarmId.EMPTY_RESERVOIR, empty)
+
+    def start_bolus(self, bolus: ActiveBolus) -> None:
+        self.bolus = bolus
+        if bolus.kind is BolusKind.PATIENT:
+            self.history.record_bolus_start(self.now_ms)
+            self.lockout_until_ms = self.now_ms + self.prescription.patient_bolus.lockout_s * 1000
+            self.dirty("limits")
+        self._stop_run()  # a basal stroke run gives way; what it owed stays owed
+        self.log_event(LogEvent.BOLUS_STARTED, bolus.command_id, int(bolus.kind))
+        self.host_event(
+            BolusStarted(
+                time_s=self.now_s,
+                command_id=bolus.command_id,
+                kind=bolus.kind,
+                dose_ng=bolus.dose_ng,
+                volume_nl=bolus.volume_nl,
+                duration_s=bolus.duration_s,
+            )
+        )
+        self.dirty("delivery")
+
+    def _end_bolus(self, outcome: BolusOutcome) -> None:
+        b = self.bolus
+        if b is None:
+            return
+        self.bolus = None
+        if self.run is not None and self.run.purpose == "bolus":
+            self._stop_run()
+        if outcome is not BolusOutcome.COMPLETED and b.counts_as_drug:
+            # Abandoned: the undelivered part counts toward the limits as if given.
+            left = b.dose_ng * FG_PER_NG - b.delivered_fg
+            if left > 0:
+                self.history.add(self.now_ms, left)
+        self.log_event(LogEvent.BOLUS_FINISHED, b.command_id, int(outcome))
+        self.host_event(
+            BolusFinished(
+                time_s=self.now_s,
+                command_id=b.command_id,
+                kind=b.kind,
+                outcome=outcome,
+                delivered_ng=b.delivered_fg // FG_PER_NG,
+                delivered_nl=b.delivered_nl,
+            )
+        )
+        self.dirty("delivery")
+
+    def bolus_active_until_ms(self) -> int | None:
+        return self.bolus.end_ms if self.bolus is not None else None
+
+    def _run_facts(self, volume_nl: int, drug_fg: int, priming: bool) -> RunFacts:
+        return RunFacts(
+            running=self.therapy.state == "running",
+            priming=priming,
+            high_alarm=self.alarms.high_active(),
+            reservoir_nl=self.reservoir.volume_nl,
+            empty_level_nl=self.config.empty_reservoir_ul * 1000,
+            run_volume_nl=volume_nl,
+            window_fg=self.history.window_fg(self.now_ms),
+            run_drug_fg=drug_fg,
+            max_dose_24h_fg=self.prescription.max_dose_24h_ng * FG_PER_NG if self.prescription else 0,
+        )
+
+    def _start_run(self, purpose: str, strokes: int, interval_ms: int, drug_fg: int, priming: bool = False) -> bool:
+        lim = self.limits
+        strokes = min(strokes, lim.max_strokes_per_run)
+        interval_ms = max(interval_ms, lim.min_stroke_interval_ms)
+        if run_refusal(self._run_facts(strokes * lim.stroke_nl, drug_fg, priming)) is not None:
+            return False
+        self._run_seq = self._run_seq % 0xFFFE + 1
+        self.run = Run(self._run_seq, purpose, strokes, interval_ms)
+        self.send(MotorRun(run_id=self._run_seq, strokes=strokes, interval_ms=interval_ms))
+        return True
+
+    # ------------------------------------------------------------ the wake-up
+
+    def _service(self) -> None:
+        if self.hw is None:
+            self.send(SleepUntil(wake_at_ms=NONE_U64))
+            return
+        now = self.now_ms
+        self._check_occlusion()
+        pattern = self.alarms.tones_due(now)
+        if pattern is not None:
+            self.send(Beep(pattern=pattern, repeat=1, repeat_interval_ms=0))
+            self.dirty("alarms")
+        wake = [self.alarms.next_tone_ms()]
+        if self.run is None and self.therapy.state == "running":
+            wake.append(self._deliver())
+        elif self.run is None and self.bolus is not None and self.bolus.kind is BolusKind.PRIMING:
+            wake.append(self._deliver())
+        if self.pressure_high_since_ms is not None or self.motor_stalled or AlarmId.OCCLUSION in self.alarms.active:
+            if self.pressure_high_since_ms is not None and AlarmId.OCCLUSION not in self.alarms.active:
+                wake.append(self.pressure_high_since_ms + self.config.occlusion_dwell_ms)
+            if now >= self._next_poll_ms():
+                self.send(SensorRequest())
+                self._last_poll_ms = now
+            wake.append(self._next_poll_ms())
+        # Kick on any wake-up once a tenth of the window has passed, and make sure to wake
+        # before four fifths of it: stroke wake-ups usually carry the kick for free.
+        window = self.hw.watchdog_window_ms
+        if self.last_kick_ms < 0 or now - self.last_kick_ms >= window // 10:
+            self.send(WatchdogKick())
+            self.last_kick_ms = now
+        wake.append(self.last_kick_ms + window * 4 // 5)
+        due = min((w for w in wake if w is not None), default=NONE_U64)
+        self.send(SleepUntil(wake_at_ms=max(due, now)))
+
+    _last_poll_ms = -(10**12)
+
+    def _next_poll_ms(self) -> int:
+        return self._last_poll_ms + self.config.sensor_poll_ms
+
+    def _basal_run_plan(self, owed: int, cost: int) -> tuple[int, int]:
+        """Strokes and interval for the next basal run.
+
+        Strokes already owed (after a bolus, say) are paid out at a gentle fixed pace.
+        Otherwise one stroke is due now and the run carries on at the current rate's
+        stroke spacing (rounded up, so no stroke is ever early) up to the next schedule
+        change: the controller then wakes once per stroke, for the progress report,
+        instead of twice. The accumulator still pays stroke by stroke."""
+        lim = self.limits
+        if owed > 1:
+            return owed, lim.min_stroke_interval_ms * self.config.payout_interval_factor
+        rx = self.prescription
+        local = self.local_ms
+        tod = local % MS_PER_DAY
+        rate_fg = rate_at(rx.basal, tod) * FG_PER_NG
+        if rate_fg <= 0:
+            return 1, lim.min_stroke_interval_ms
+        interval = max(lim.min_stroke_interval_ms, -(-cost // rate_fg))
+        until_change = next_change_ms(rx.basal, tod) - tod
+        n = 1 + max(0, until_change - 1) // interval
+        return max(1, min(n, lim.max_strokes_per_run)), interval
+
+    def _deliver(self) -> int | None:
+        """Start the next run if one is due; return when to look again (pump time)."""
+        rx = self.prescription
+        if rx is None or self.limits is None or self.catheter is None:
+            return None
+        lim = self.limits
+        sfg = self.tip_stroke_fg()
+        b = self.bolus
+        if b is not None:
+            left = b.remaining_strokes(sfg)
+            if left == 0:
+                self._end_bolus(BolusOutcome.COMPLETED)
+                b = None
+            else:
+                drug = sfg * min(left, lim.max_strokes_per_run) if b.counts_as_drug else 0
+                if self._start_run("bolus", left, b.interval_ms, drug, priming=not b.counts_as_drug):
+                    return None
+                self._end_bolus(BolusOutcome.INTERRUPTED)
+                b = None
+        # Basal: accrue to now, pay what is owed (held back during a bolus, never dropped).
+        self.acc.accrue(rx.basal, self.local_ms)
+        self.dirty("delivery")
+        cost = sfg * MS_PER_DAY
+        owed = self.acc.strokes_due(cost)  # negative while a run paid ahead of accrual
+        if owed > 0:
+            n, interval = self._basal_run_plan(owed, cost)
+            window = self.history.window_fg(self.now_ms)
+            n = strokes_within_limit(window, sfg, rx.max_dose_24h_ng * FG_PER_NG, n)
+            if n and self._start_run("basal", n, interval, sfg * min(n, lim.max_strokes_per_run)):
+                return None
+            # Held by the hard limit or the reservoir: look again in a minute.
+            return self.now_ms + 60_000
+        due_local = self.acc.due_at_ms(rx.basal, cost)
+        if due_local is None:
+            return self.now_ms + MS_PER_DAY
+        return self.now_ms + max(1, due_local - self.local_ms)
+
+
+def verify_role(ctl: Controller, frame: Frame) -> tuple[Role | None, NakReason | None]:
+    """Authenticate a relayed host frame; log security events; persist counters first."""
+    v = ctl.verifier.check(frame)
+    if v.ok:
+        ctl.dirty("auth")
+        return v.role, None
+    key = frame.auth.key_id if frame.auth else 0
+    if v.result is AuthResult.REPLAYED:
+        ctl.log_event(LogEvent.REPLAY_REJECTED, key, frame.msg_type)
+        return None, NakReason.REPLAYED
+    ctl.log_event(LogEvent.AUTH_FAILED, key, frame.msg_type)
+    return None, NakReason.AUTH_FAILED
+
+
+def is_host_request(msg_type: int) -> bool:
+    return msg_type in HOST_LINK_TYPES and family_of(msg_type) is MessageFamily.HOST_REQUEST
+
+
+def snapshot(ctl: Controller) -> dict[str, Any]:
+    """What a test may compare before and after a refused request (state, prescription)."""
+    return {
+        "state": ctl.therapy.state,
+        "prescription": ctl.prescription,
+        "reservoir_nl": ctl.reservoir.volume_nl,
+        "lockout_until_ms": ctl.lockout_until_ms,
+        "last_command_id": ctl.last_command_id,
+    }

@@ -1,0 +1,107 @@
+"""Rolling 24 h delivery history in bounded memory.
+
+Drug delivered is kept in one-minute buckets (1440 of them, fg exact) with a running
+total, so "drug in the last 24 h" costs O(1) per stroke; patient bolus starts are kept
+as a short list. A bucket counts toward the last 24 h while any part of its minute does,
+so window sums err on the side of too much, never too little.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+MINUTE_MS = 60_000
+BUCKETS = 1440
+DAY_MS = BUCKETS * MINUTE_MS
+MAX_STARTS = 64
+
+
+class DeliveryHistory:
+    def __init__(self) -> None:
+        self._fg = [0] * BUCKETS
+        self._minute = [-1] * BUCKETS  # which absolute minute each slot holds
+        self._head = -1  # latest minute seen; slots older than head - 1439 are evicted
+        self._total = 0
+        self.dirty_minutes: set[int] = set()  # changed since the last NVM commit
+        self.bolus_starts: deque[int] = deque(maxlen=MAX_STARTS)  # patient bolus start times, ms
+
+    def _advance(self, m: int) -> None:
+        if m <= self._head:
+            return
+        first = max(self._head + 1, m - BUCKETS + 1)
+        for mm in range(first, m + 1):
+            i = mm % BUCKETS
+            if self._minute[i] != mm:
+                self._total -= self._fg[i]
+                self._fg[i] = 0
+                self._minute[i] = mm
+        if m - self._head >= BUCKETS:
+            self._total = 0
+        self._head = m
+
+    def add(self, now_ms: int, fg: int) -> None:
+        m = now_ms // MINUTE_MS
+        self._advance(m)
+        if m < self._head - BUCKETS + 1:
+            return  # older than the window: nothing to count
+        i = m % BUCKETS
+        self._fg[i] += fg
+        self._total += fg
+        self.dirty_minutes.add(m)
+
+    def window_fg(self, now_ms: int) -> int:
+        """Drug delivered in the 24 h up to now (inclusive of the current minute)."""
+        self._advance(now_ms // MINUTE_MS)
+        return self._total
+
+    def per_minute(self, now_ms: int) -> list[int]:
+        """fg delivered in each of the last 1440 minutes, oldest first (index 1439 = now)."""
+        m = now_ms // MINUTE_MS
+        self._advance(m)
+        out = [0] * BUCKETS
+        for f, mm in zip(self._fg, self._minute, strict=True):
+            k = mm - (m - BUCKETS + 1)
+            if 0 <= k < BUCKETS:
+                out[k] += f
+        return out
+
+    def bucket(self, minute: int) -> int:
+        i = minute % BUCKETS
+        return self._fg[i] if self._minute[i] == minute else 0
+
+    def record_bolus_start(self, now_ms: int) -> None:
+        self.bolus_starts.append(now_ms)
+
+    def boluses_in_window(self, now_ms: int) -> int:
+        return sum(1 for t in self.bolus_starts if now_ms - t < DAY_MS)
+
+    def oldest_bolus_in_window(self, now_ms: int) -> int | None:
+        return next((t for t in self.bolus_starts if now_ms - t < DAY_MS), None)
+
+    @classmethod
+    def from_data(cls, buckets: dict, bolus_starts: Iterable[int]) -> DeliveryHistory:
+        h = cls()
+        for mm, f in sorted((int(k), v) for k, v in buckets.items()):
+            h.add(mm * MINUTE_MS, f)
+        h.bolus_starts.extend(bolus_starts)
+        h.dirty_minutes.clear()
+        return h
+
+
+def max_future_window_fg(past_per_minute: list[int], future_per_minute: Iterable[int]) -> int:
+    """Largest 24 h window sum from now on, given the last 1440 minutes (index 1439 is the
+    current minute) and a plan for the current minute on (index 0 is the current minute):
+    the window ending k minutes from now holds past minutes k.. and planned minutes ..k.
+    The patient-bolus check runs this over planned basal plus the bolus."""
+    past_total = sum(past_per_minute)
+    best = past_total
+    dropped = 0
+    planned = 0
+    for k, f in enumerate(future_per_minute):
+        if k >= BUCKETS:
+            break
+        planned += f
+        best = max(best, past_total - dropped + planned)
+        dropped += past_per_minute[k]
+    return best

@@ -1,0 +1,140 @@
+"""The therapy state machine: boot, stopped, running, refill, halted.
+
+Every transition is guarded and logged; a trigger that is not allowed in the current
+state, or whose guard fails, returns False (the caller answers NAK WRONG_STATE), never an
+exception on the link. A bolus in progress is a flag of the running state (the delivery
+engine owns it), not a state of its own: it ends the moment the pump leaves `running`.
+
+`thecal firmware-diagram` (tools/cli.py) writes the diagram as mermaid to
+docs/therapy-states.md; a test fails when the committed diagram differs from this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from transitions import Machine, MachineError
+
+from protocol.codes import TherapyState
+
+STATES = ["boot", "stopped", "running", "refill", "halted"]
+STATE_CODE = {s: TherapyState[s.upper()] for s in STATES}
+
+# trigger, source(s), dest, guard (a method name on Therapy, or None)
+TRANSITIONS: list[dict] = [
+    {"trigger": "boot_to_stopped", "source": "boot", "dest": "stopped"},
+    {"trigger": "boot_to_running", "source": "boot", "dest": "running", "conditions": "can_deliver"},
+    {"trigger": "boot_to_refill", "source": "boot", "dest": "refill"},
+    {"trigger": "boot_to_halted", "source": "boot", "dest": "halted"},
+    {"trigger": "start_therapy", "source": "stopped", "dest": "running", "conditions": "can_deliver"},
+    {"trigger": "stop_therapy", "source": ["running", "halted"], "dest": "stopped"},
+    {"trigger": "begin_refill", "source": ["stopped", "running", "halted"], "dest": "refill"},
+    {"trigger": "finish_refill_stopped", "source": "refill", "dest": "stopped"},
+    {"trigger": "finish_refill_running", "source": "refill", "dest": "running", "conditions": "can_deliver"},
+    {"trigger": "halt", "source": ["running", "stopped"], "dest": "halted"},
+    {"trigger": "recover_running", "source": "halted", "dest": "running", "conditions": "can_deliver"},
+    {"trigger": "recover_stopped", "source": "halted", "dest": "stopped"},
+]
+
+
+class Therapy:
+    """The model the machine drives. `can_deliver` is supplied by the controller (a
+    prescription is in force, no high-priority alarm stands, the reservoir is above empty);
+    `on_change(old, new)` logs and announces each transition."""
+
+    def __init__(
+        self,
+        can_deliver: Callable[[], bool],
+        on_change: Callable[[TherapyState, TherapyState], None],
+    ) -> None:
+        self._can_deliver = can_deliver
+        self._on_change = on_change
+        self.machine = Machine(
+            model=self,
+            states=STATES,
+            transitions=TRANSITIONS,
+            initial="boot",
+            queued=True,
+            auto_transitions=False,
+            after_state_change="_announce",
+            before_state_change="_remember",
+        )
+        self._from = "boot"
+
+    def can_deliver(self) -> bool:
+        return self._can_deliver()
+
+    def _remember(self) -> None:
+        self._from = self.state
+
+    def _announce(self) -> None:
+        self._on_change(STATE_CODE[self._from], STATE_CODE[self.state])
+
+    @property
+    def code(self) -> TherapyState:
+        return STATE_CODE[self.state]
+
+    def fire(self, trigger: str) -> bool:
+        """Run a trigger; False if it is not allowed now or its guard failed.
+
+        A queued machine reports True even when a guard refused, so success is judged
+        by the state having changed (every transition here changes state)."""
+        before = self.state
+        try:
+            self.trigger(trigger)
+        except MachineError:
+            return False
+        return self.state != before
+
+
+def mermaid() -> str:
+    """The machine as a mermaid state diagram (for docs/therapy-states.md)."""
+    from transitions.extensions import GraphMachine
+
+    class _Model:
+        def can_deliver(self) -> bool:
+            return True
+
+    m = GraphMachine(
+        model=_Model(),
+        states=STATES,
+        transitions=TRANSITIONS,
+        initial="boot",
+        auto_transitions=False,
+        graph_engine="mermaid",
+        show_conditions=True,
+        title="Thecal therapy states",
+    )
+    src = m.get_graph().draw(None)
+    # The library writes its title as bare front matter, which mermaid does not accept.
+    lines = src.splitlines()
+    if lines[:1] == ["---"] and len(lines) > 2 and lines[2] == "---":
+        lines = ["---", f"title: {lines[1]}", "---", *lines[3:]]
+    return "\n".join(lines) + "\n"
+
+
+def diagram_document() -> str:
+    return (
+        "# Therapy state machine\n\n"
+        "Generated from firmware/therapy.py by `thecal diagram`; a test fails when this\n"
+        "file differs from the machine. Guards are shown in brackets.\n\n"
+        "```mermaid\n" + mermaid().rstrip() + "\n```\n"
+    )
+
+
+def write_diagram(path: str, check: bool = False) -> int:
+    from pathlib import Path
+
+    p = Path(path)
+    text = diagram_document()
+    if check:
+        current = p.read_text() if p.exists() else ""
+        if current != text:
+            print(f"{path} differs from the state machine: run `thecal diagram`")
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    print(f"wrote {path}")
+    return 0

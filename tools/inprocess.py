@@ -1,0 +1,174 @@
+"""A whole pump in this process: emulator rig + firmware, driven through signed frames.
+
+For benchmarks and fast scenario runs. Every request still goes through the codec,
+authentication and the relay exactly as over a pty; only the ptys are left out. HIL tests
+use tools.client over real ports instead.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from emulator.model import PumpModel
+from emulator.rig import InProcessPort, Rig
+from firmware.controller import Controller
+from firmware.nvm import MemoryNvm
+from protocol import codec
+from protocol.auth import FrameSigner, new_key
+from protocol.codes import BolusDecision, MessageFamily, Role
+from protocol.messages import (
+    AlarmRaised,
+    BolusRequest,
+    Message,
+    Nak,
+    RefillBegin,
+    RefillComplete,
+    SimGroundTruth,
+    SimRefill,
+    Start,
+)
+from protocol.schema import family_of
+
+MS_PER_DAY = 86_400_000
+
+
+class LocalPump:
+    def __init__(self, model: PumpModel | None = None, seed: int = 0) -> None:
+        self.keys = {r: new_key() for r in Role}
+        self.nvm = MemoryNvm()
+        self._out: list[bytes] = []
+        self.rig = Rig(
+            model or PumpModel(),
+            InProcessPort(lambda: Controller(self.keys, self.nvm)),
+            self.keys,
+            seed=seed,
+            host_write=self._out.append,
+        )
+        self._signers = {r: FrameSigner(r, k) for r, k in self.keys.items()}
+        self._rx = codec.MessageDecoder()
+        self._seq = 0
+        self.events: list[Message] = []
+        self.rig.boot()
+
+    @property
+    def controller(self) -> Controller:
+        return self.rig.port.controller
+
+    def request(self, msg: Message, role: Role | None = None) -> Message:
+        if role is None:
+            role = Role.SIM if family_of(msg.TYPE) is MessageFamily.SIM_REQUEST else Role.CLINICIAN
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.rig.host_bytes(codec.encode(msg, self._seq, self._signers[role]))
+        return self._collect(self._seq)
+
+    def advance(self, ms: int) -> None:
+        self.rig.advance(ms)
+        self._collect(None)
+
+    def _collect(self, seq: int | None) -> Message | None:
+        data = b"".join(self._out)
+        self._out.clear()
+        reply = None
+        for item in self._rx.feed(data):
+            if isinstance(item, codec.Received):
+                if family_of(item.frame.msg_type) is MessageFamily.HOST_EVENT:
+                    self.events.append(item.message)
+                elif item.frame.seq == seq:
+                    reply = item.message
+        if seq is not None and reply is None:
+            raise RuntimeError("no answer from the in-process pump")
+        return reply
+
+
+@dataclass
+class ReferenceRun:
+    granted: int = 0
+    denied: dict[str, int] = field(default_factory=dict)
+    refills: list[dict] = field(default_factory=list)
+    alarms: dict[str, int] = field(default_factory=dict)
+
+
+def run_reference(pump: LocalPump, days: int, seed: int = 1) -> ReferenceRun:
+    """The reference therapy of ../shared/domain.md: program, fill 12 mL, start, 8
+    seeded PTM presses a day, refill to 20 mL the day after the low-reservoir alarm
+    (withdrawing the physical residual)."""
+    from tools.demo import reference_program
+
+    out = ReferenceRun()
+    cmd = iter(range(1, 10**9))
+
+    def ok(reply: Message) -> Message:
+        if isinstance(reply, Nak):
+            raise RuntimeError(f"pump refused: {reply.reason.name} {reply.field} {reply.detail}")
+        return reply
+
+    # The pump was filled at implant: record the fill, then program and start.
+    ok(pump.request(RefillBegin(command_id=next(cmd))))
+    ok(
+        pump.request(
+            RefillComplete(
+                command_id=next(cmd),
+                withdrawn_nl=0,
+                added_nl=12_000_000,
+                drug="morphine",
+                concentration_ng_per_ml=5_000_000,
+            )
+        )
+    )
+    ok(pump.request(reference_program(next(cmd))))
+    ok(pump.request(Start(command_id=next(cmd))))
+    rng = random.Random(seed)
+    presses = sorted(d * MS_PER_DAY + rng.randrange(MS_PER_DAY) for d in range(days) for _ in range(8))
+    refill_at: int | None = None
+    seen_events = 0
+    for t in [*presses, days * MS_PER_DAY]:
+        while refill_at is not None and refill_at <= t:
+            pump.advance(refill_at - pump.rig.now_ms)
+            truth = pump.request(SimGroundTruth(tones_from=0))
+            ok(pump.request(RefillBegin(command_id=next(cmd))))
+            pump.request(
+                SimRefill(
+                    withdraw_nl=truth.reservoir_nl,
+                    add_nl=20_000_000,
+                    concentration_ng_per_ml=5_000_000,
+                    into_pocket=False,
+                )
+            )
+            ack = ok(
+                pump.request(
+                    RefillComplete(
+                        command_id=next(cmd),
+                        withdrawn_nl=truth.reservoir_nl,
+                        added_nl=20_000_000,
+                        drug="morphine",
+                        concentration_ng_per_ml=5_000_000,
+                    )
+                )
+            )
+            out.refills.append(
+                {
+                    "day": refill_at // MS_PER_DAY,
+                    "withdrawn_nl": truth.reservoir_nl,
+                    "discrepancy_nl": ack.discrepancy_nl,
+                }
+            )
+            refill_at = None
+        if t > pump.rig.now_ms:
+            pump.advance(t - pump.rig.now_ms)
+        for ev in pump.events[seen_events:]:
+            if isinstance(ev, AlarmRaised):
+                name = ev.alarm.name.lower()
+                out.alarms[name] = out.alarms.get(name, 0) + 1
+                if name == "low_reservoir" and refill_at is None:
+                    refill_at = (ev.time_s * 1000 // MS_PER_DAY + 1) * MS_PER_DAY + 10 * 3_600_000
+        seen_events = len(pump.events)
+        if t >= days * MS_PER_DAY:
+            break
+        reply = ok(pump.request(BolusRequest(command_id=next(cmd)), Role.PATIENT))
+        if reply.decision is BolusDecision.GRANTED:
+            out.granted += 1
+        else:
+            key = reply.decision.name.lower()
+            out.denied[key] = out.denied.get(key, 0) + 1
+    return out
