@@ -18,6 +18,27 @@ class ModelError(ValueError):
     """A pump-model file or override is wrong; the message names the key."""
 
 
+U16_MAX = 0xFFFF
+U32_MAX = 0xFFFF_FFFF
+I32_MAX = 0x7FFF_FFFF
+WIRE_LIMITS = {
+    # HW_INFO fields
+    "reservoir_capacity_ul": U32_MAX // 1000,  # also reservoir_nl (u32) in ground truth
+    "stroke_nl": U32_MAX,
+    "min_stroke_interval_ms": U32_MAX,
+    "watchdog_window_ms": U32_MAX,
+    "catheter_dead_volume_nl": U32_MAX,
+    "battery_full_mv": U16_MAX,
+    "battery_eri_mv": U16_MAX,
+    "battery_eos_mv": U16_MAX,
+    # SENSORS / ground truth outlet_pressure_pa is i32
+    "stall_pressure_pa": I32_MAX,
+    "pressure_report_pa": I32_MAX,
+    # SIM_REFILL carries a concentration as u32
+    "initial_concentration_ng_per_ml": U32_MAX,
+}
+
+
 @dataclass(frozen=True)
 class PumpModel:
     serial: str = "THC-000001"
@@ -34,8 +55,9 @@ class PumpModel:
     min_stroke_interval_ms: int = 1_800
     # A dead controller costs at most one run: 64 strokes = 32 uL (assumption).
     max_strokes_per_run: int = 64
-    # Hardware watchdog: a controller silent this long has the motor stopped (assumption).
-    watchdog_window_ms: int = 60_000
+    # Hardware watchdog: a controller silent this long has the motor stopped and is reset
+    # (assumption: long enough for a tickless controller that sleeps between strokes).
+    watchdog_window_ms: int = 300_000
     # Catheter and pump outlet volume the drug must cross before it reaches the patient
     # (assumption: about 0.2 mL for a long intrathecal catheter).
     catheter_dead_volume_nl: int = 200_000
@@ -73,9 +95,22 @@ class PumpModel:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ModelError(f"pump model: {name} must be > 0, got {getattr(self, name)}")
-        for name in ("initial_fill_ul", "stroke_error_sd_ppm", "catheter_dead_volume_nl", "pressure_report_pa"):
+        non_negative = (
+            "initial_fill_ul",
+            "stroke_error_sd_ppm",
+            "catheter_dead_volume_nl",
+            "pressure_report_pa",
+            "battery_nv_per_stroke",
+            "battery_nv_per_hour",
+        )
+        for name in non_negative:
             if getattr(self, name) < 0:
                 raise ModelError(f"pump model: {name} must be >= 0, got {getattr(self, name)}")
+        # Figures that travel on the wire (HW_INFO, SENSORS, ground truth) must fit their
+        # fields, or the emulator would fail to encode them mid-run.
+        for name, limit in WIRE_LIMITS.items():
+            if getattr(self, name) > limit:
+                raise ModelError(f"pump model: {name} must be at most {limit}, got {getattr(self, name)}")
         if self.initial_fill_ul > self.reservoir_capacity_ul:
             raise ModelError(
                 f"pump model: initial_fill_ul {self.initial_fill_ul} exceeds "

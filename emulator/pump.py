@@ -123,8 +123,18 @@ class PumpHardware:
         self._vent: Timer | None = None
         self._beeps: list[Timer] = []
         self._last_ms = self.sched.now_ms
-        self._pressure_high = False
+        # Injected hardware conditions are physical: a blocked catheter stays blocked
+        # across an emulator restart (link noise, a property of the line, does not).
+        self.fluid.occluded = s.get("occluded", False)
+        self.fluid.leak_ppm = s.get("leak_ppm", 0)
+        self.stall_fault = s.get("stall_fault", False)
+        self.stroke_fault_ppm = s.get("stroke_fault_ppm", 0)
+        self.battery.forced_mv = s.get("forced_mv")
+        if s.get("motor_stalled"):
+            self.motor_state = MotorState.STALLED
+        self._pressure_high = self.fluid.pressure_pa >= model.pressure_report_pa
         self._battery_band = self._band(self.battery.mv)
+        self._schedule_vent()
 
     # ------------------------------------------------------------ time
 
@@ -406,6 +416,7 @@ class PumpHardware:
         self._elapse()
         if fault is Fault.OCCLUSION:
             self.fluid.occluded = True
+            self._schedule_vent()  # blocked again: no venting to finish
         elif fault is Fault.MOTOR_STALL:
             self.stall_fault = True
         elif fault is Fault.BATTERY_MV:
@@ -423,9 +434,7 @@ class PumpHardware:
         if fault is Fault.OCCLUSION:
             self.fluid.occluded = False
             self.fluid._settled_ms = self.now_ms
-            done = self.fluid.vent_done_at(self.now_ms)
-            if done is not None:
-                self._vent = self.sched.at(done, self._on_vented, "vented")
+            self._schedule_vent()
         elif fault is Fault.MOTOR_STALL:
             self.stall_fault = False
             if self.motor_state is MotorState.STALLED:
@@ -438,6 +447,15 @@ class PumpHardware:
         elif fault is Fault.CATHETER_LEAK:
             self.fluid.leak_ppm = 0
         self.record("fault_cleared", fault.name.lower())
+
+    def _schedule_vent(self) -> None:
+        """When held volume is venting (occlusion cleared), wake when it is done."""
+        if self._vent is not None:
+            self._vent.cancel()
+            self._vent = None
+        done = self.fluid.vent_done_at(self.now_ms)
+        if done is not None:
+            self._vent = self.sched.at(done, self._on_vented, "vented")
 
     def _on_vented(self) -> None:
         self._vent = None
@@ -471,4 +489,10 @@ class PumpHardware:
             "odometer_strokes": self.odometer,
             "boot_count": self.boot_count,
             "rtc_epoch_s": self.rtc_epoch_s,
+            "occluded": f.occluded,
+            "leak_ppm": f.leak_ppm,
+            "stall_fault": self.stall_fault,
+            "stroke_fault_ppm": self.stroke_fault_ppm,
+            "forced_mv": self.battery.forced_mv,
+            "motor_stalled": self.motor_state is MotorState.STALLED,
         }

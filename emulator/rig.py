@@ -7,7 +7,10 @@ own the host port or the process: emulator/server.py does, and hands it bytes.
 
 Lockstep: time moves only in advance(); before each step the controller must have
 reported idle (SLEEP_UNTIL). A controller that does not within `idle_timeout_s` of wall
-time is treated as silent: the hardware goes on, and its watchdog stops the motor.
+time is treated as silent: the hardware goes on, and its watchdog stops the motor. It is
+still listened to (without waiting), so a controller that comes back is heard again.
+While noise is injected on the pump link, a frame may be lost and never answered: the
+rig then waits only briefly for the idle report and does not count the controller lost.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from protocol.framing import (
     wrap_body,
 )
 from protocol.messages import (
+    HOST_MAX_BODY,
     PUMP_LINK_TYPES,
     REGISTRY,
     HostRx,
@@ -64,6 +68,9 @@ from .model import PumpModel
 from .noise import NOISE_FAULTS, NoisyChannel
 from .pump import PumpHardware
 
+# While noise is injected on the pump link a frame may be lost and never answered: the
+# rig then waits this long for an idle report instead of declaring the controller lost.
+NOISY_IDLE_WAIT_S = 0.05
 SIM_RANGE = next((lo, hi) for lo, hi, fam in FAMILY_RANGES if fam is MessageFamily.SIM_REQUEST)
 TONE_PAGE = 32
 
@@ -106,8 +113,12 @@ class InProcessPort:
 class PtyPort:
     """The pump link on a pty master (split mode); the controller holds the slave."""
 
+    WRITE_WAIT_S = 1.0  # how long a full port may take to drain before bytes are dropped
+
     def __init__(self, master_fd: int) -> None:
         self.fd = master_fd
+        self.stalled = False  # the last write found the port full and nobody draining it
+        self.dropped = 0
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -115,9 +126,15 @@ class PtyPort:
             try:
                 n = os.write(self.fd, view)
                 view = view[n:]
+                self.stalled = False
             except BlockingIOError:
-                if not select.select([], [self.fd], [], 1.0)[1]:
-                    return  # nobody is reading: the bytes are lost, as on a dead line
+                # Nobody is reading: the bytes are lost, as on a dead line. Wait for room
+                # once; while the port stays full, drop at once (a dead controller's port
+                # fills up, and waiting on every write would stall the emulator).
+                if self.stalled or not select.select([], [self.fd], [], self.WRITE_WAIT_S)[1]:
+                    self.stalled = True
+                    self.dropped += len(view)
+                    return
             except OSError:
                 return
 
@@ -194,22 +211,40 @@ class Rig:
     def exchange(self) -> None:
         """Deliver what the hardware has for the controller and wait until it is idle."""
         hw = self.hw
+        noisy = self.noise[(Link.PUMP, "out")].active or self.noise[(Link.PUMP, "in")].active
         while True:
             if hw.outbox:
+                # What the controller said since (a late answer after a lost frame or a
+                # missed idle report) is heard first, so that its answer to these
+                # messages is not taken for the answer to earlier ones.
+                late = self.port.read(0)
+                if late:
+                    self._from_controller(late)
                 msgs, hw.outbox = hw.outbox, []
                 wire = b"".join(self._encode_pump(m) for m in msgs)
-                self.port.write(self.noise[(Link.PUMP, "out")].apply(wire, hw.now_ms))
+                wire = self.noise[(Link.PUMP, "out")].apply(wire, hw.now_ms)
+                if wire:  # (LINK_DELAY may have held all of it back)
+                    self.port.write(wire)
+                    # Busy from the moment it is written: a SLEEP_UNTIL handled before
+                    # these messages went out (same batch) is not the answer to them.
+                    hw.controller_busy = True
             if not hw.controller_busy:
                 return
             if not self.responsive:
-                hw.controller_busy = False
-                return
-            data = self.port.read(self.idle_timeout_s)
-            if not data:
+                wait = 0.0  # lost: listen without waiting, so a controller that is back is heard
+            elif noisy:
+                wait = min(self.idle_timeout_s, NOISY_IDLE_WAIT_S)  # a lost frame gets no answer
+            else:
+                wait = self.idle_timeout_s
+            data = self.port.read(wait)
+            if data:
+                self._from_controller(data)  # any intact frame makes it responsive again
+                continue
+            if self.responsive and (data is None or not noisy):
                 self.responsive = False
                 hw.controller_lost("link closed" if data is None else "no idle report in time")
-                return
-            self._from_controller(data)
+            hw.controller_busy = False
+            return
 
     def pump_bytes(self, data: bytes) -> None:
         """Bytes the controller sent unasked (split mode: a process announcing itself)."""
@@ -225,8 +260,9 @@ class Rig:
             )
         return body_wire
 
-    def _from_controller(self, data: bytes) -> None:
-        data = self.noise[(Link.PUMP, "in")].apply(data, self.hw.now_ms)
+    def _from_controller(self, data: bytes, noisy: bool = True) -> None:
+        if noisy:  # bytes released after a LINK_DELAY have had their noise already
+            data = self.noise[(Link.PUMP, "in")].apply(data, self.hw.now_ms)
         for item in self.pump_rx.feed(data):
             if isinstance(item, codec.Received):
                 self.responsive = True
@@ -244,7 +280,8 @@ class Rig:
         target = self.hw.now_ms + duration_ms
         while True:
             due = self._next_noise_release()
-            if due is not None and due <= target and due <= (self.hw.sched.next_due_ms() or target + 1):
+            hw_due = self.hw.sched.next_due_ms()
+            if due is not None and due <= target and (hw_due is None or due <= hw_due):
                 self.hw.advance_idle(due)
                 self._release_noise()
                 self.exchange()
@@ -277,15 +314,17 @@ class Rig:
         out = self.noise[(Link.PUMP, "out")].release(self.hw.now_ms)
         if out:
             self.port.write(out)
+            self.hw.controller_busy = True  # it may answer what was held back
         back = self.noise[(Link.PUMP, "in")].release(self.hw.now_ms)
         if back:
-            self._from_controller(back)
+            self._from_controller(back, noisy=False)
 
     # ------------------------------------------------------------ the host link
 
-    def host_bytes(self, data: bytes) -> None:
+    def host_bytes(self, data: bytes, noisy: bool = True) -> None:
         """Bytes from the host port."""
-        data = self.noise[(Link.HOST, "in")].apply(data, self.wall_ms())
+        if noisy:  # bytes released after a LINK_DELAY have had their noise already
+            data = self.noise[(Link.HOST, "in")].apply(data, self.wall_ms())
         for item in self.host_rx.feed(data):
             if type(item) is FrameError:
                 if item.kind is FrameErrorKind.BAD_LENGTH and item.msg_type is not None:
@@ -298,8 +337,18 @@ class Rig:
             if SIM_RANGE[0] <= frame.msg_type <= SIM_RANGE[1]:
                 self._sim(frame)  # answered here, never relayed
             elif self.hw.controller_powered:
-                self.hw._send(HostRx(frame=frame_body(frame)))
+                body = frame_body(frame)
+                if len(body) > HOST_MAX_BODY:
+                    # Intact but too long for a HOST_RX relay: the pump cannot pass it on.
+                    self._nak(frame.msg_type, frame.seq, NakReason.BAD_LENGTH, "", "frame too long to relay")
+                    continue
+                self.hw._send(HostRx(time_ms=self.hw.now_ms, frame=body))
                 self.exchange()
+
+    def next_host_release_wall_ms(self) -> int | None:
+        """Wall-clock ms when delayed host-link bytes fall due (the server waits for it)."""
+        ch = self.noise[(Link.HOST, "out")], self.noise[(Link.HOST, "in")]
+        return min((t for c in ch if (t := c.next_release_ms()) is not None), default=None)
 
     def release_host_noise(self) -> None:
         late = self.noise[(Link.HOST, "out")].release(self.wall_ms())
@@ -307,7 +356,7 @@ class Rig:
             self.host_write(late)
         back = self.noise[(Link.HOST, "in")].release(self.wall_ms())
         if back:
-            self.host_bytes(back)
+            self.host_bytes(back, noisy=False)
 
     def _from_controller_to_host(self, body: bytes) -> None:
         if self.capture.path is not None:

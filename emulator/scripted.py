@@ -88,9 +88,13 @@ class ScriptedController:
     # The controller's whole interface: bytes in, bytes out, always ending idle.
     def feed(self, data: bytes) -> bytes:
         out: list[Message] = []
+        woken = False
         for item in self._decoder.feed(data):
             if isinstance(item, codec.Received):
+                woken = True
                 self._on(item.message, out)
+        if not woken:
+            return b""  # part of a frame, or bytes lost to noise: nothing to answer yet
         self._act(out)
         return b"".join(self._encode(m) for m in out)
 
@@ -129,6 +133,10 @@ class ScriptedController:
                 out.append(HostTx(frame=codec.encode_to_body(nak, parsed.seq)))
 
     def _act(self, out: list[Message]) -> None:
+        if self.hw is None and not any(type(m) is HwInfoRequest for m in out):
+            # HW_INFO lost (link noise) or never asked: until it comes, the watchdog
+            # window is unknown and the default kick interval may be too slow.
+            out.append(HwInfoRequest())
         while self.next_action < len(self.actions) and self.actions[self.next_action].at_ms <= self.now_ms:
             a = self.actions[self.next_action]
             self.next_action += 1

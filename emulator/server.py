@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.codes import Role
+
 from .capture import Capture
 from .model import load_model
 from .pump import DEFAULT_RTC_EPOCH_S
@@ -44,6 +46,7 @@ class EmulatorOptions:
     capture_wall_time: bool = True
     idle_timeout_s: float = 2.0
     script: tuple[Action, ...] = ()
+    controller: str = "firmware"  # in-process controller: firmware | scripted
 
 
 def parse_start(text: str) -> int:
@@ -85,6 +88,19 @@ class Emulator:
         self._stop = False
         self.host_dropped = 0
 
+    def _controller_factory(self):
+        """A fresh in-process controller per (re)start. The firmware's NVM object outlives
+        each controller instance, so a power cycle recovers from NVM alone."""
+        o = self.opts
+        if o.controller == "scripted" or o.script:
+            return lambda: ScriptedController(list(o.script))
+        from firmware.controller import Controller
+        from firmware.nvm import MemoryNvm
+
+        nvm = MemoryNvm()
+        keys = self.keys
+        return lambda: Controller(keys, nvm)
+
     def _host_write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
@@ -110,7 +126,7 @@ class Emulator:
             port = PtyPort(self.pump_master)
         else:
             self.pump_master = None
-            port = InProcessPort(lambda: ScriptedController(list(o.script)))
+            port = InProcessPort(self._controller_factory())
         advertised = host_path
         if o.link:
             make_link(o.link, host_path)
@@ -171,6 +187,9 @@ class Emulator:
                     timeout = min(timeout, max(0.0, wall_due - time.monotonic()))
             elif anchor_speed:
                 anchor_speed = 0
+            host_due = rig.next_host_release_wall_ms()
+            if host_due is not None:
+                timeout = min(timeout, max(0.0, (host_due - time.monotonic_ns() // 1_000_000) / 1000))
             try:
                 ready, _, _ = select.select(fds, [], [], timeout)
             except InterruptedError:
@@ -180,7 +199,12 @@ class Emulator:
             if self.host_master in ready:
                 data = self._read(self.host_master)
                 if data:
+                    counter = rig.sim_auth.last_counters.get(Role.SIM)
                     rig.host_bytes(data)
+                    if rig.sim_auth.last_counters.get(Role.SIM) != counter:
+                        # An accepted sim-control frame: persist its counter (and what it
+                        # changed) now, so a frame captured before a crash cannot be replayed.
+                        self.save()
             if self.pump_master is not None and self.pump_master in ready:
                 data = self._read(self.pump_master)
                 if data:

@@ -67,6 +67,12 @@ class StateDir:
     def keys(self) -> dict[Role, bytes]:
         """The role keys, created with owner-only permissions on first use."""
         try:
+            mode = self.keys_file.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise StateError(
+                    f"{self.keys_file} is readable by others (mode {mode:o}); "
+                    f"run `chmod 600 {self.keys_file}` or provision new keys"
+                )
             raw = json.loads(self.keys_file.read_text())
             return {role: bytes.fromhex(raw[name]) for role, name in ROLE_NAMES.items()}
         except FileNotFoundError:

@@ -1,0 +1,425 @@
+"""Start the emulator and a scripted controller as real processes, for the HIL tests.
+
+Measured pitfalls this module follows:
+  * each process is started in its own session (start_new_session) and its whole process
+    group is killed on teardown (os.killpg, then wait), so nothing outlives a test;
+  * `--exit-on-stdin-eof` with a pipe kept to stdin: closing it is the clean stop;
+  * the READY line is read byte by byte from the raw stdout fd with a wall-clock timeout
+    (select), never through a buffered reader that could swallow or stall on it;
+  * every test passes its own state directory (tmp_path) and gets fresh ptys, so the
+    tests are safe under `pytest -n auto`.
+
+Use `Procs` as a context manager (the `procs` fixture in the test modules does):
+
+    with Procs(tmp_path) as procs:
+        emu = procs.emulator(split=True, model=write_model(tmp_path, watchdog_window_ms=10_000))
+        ctl = procs.controller(emu, [run(1_000, 10, 1_000)])
+        emu.sim.sim(SimAdvance(duration_ms=60_000))
+        assert ground_truth(emu.sim).strokes_total == 10
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from emulator.capture import Capture
+from emulator.model import PumpModel
+from emulator.rig import InProcessPort, Rig
+from emulator.scripted import Action, ScriptedController
+from protocol import codec
+from protocol.auth import FrameSigner
+from protocol.codes import MessageFamily, Role
+from protocol.messages import HOST_LINK_TYPES, Message, Nak, SimAdvance, SimGroundTruth
+from protocol.schema import family_of
+from tools.client import Client, NoAnswer, Refused, load_keys
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+START_TIMEOUT_S = 15.0  # generous: a loaded CI machine under -n auto
+STOP_TIMEOUT_S = 10.0
+
+
+class HarnessError(AssertionError):
+    """The rig itself did not behave (did not start, did not connect)."""
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_model(directory: Path, name: str = "model.toml", **keys: Any) -> Path:
+    """A pump-model TOML file with `keys` (flat). Values are written with json.dumps,
+    which is valid TOML for integers and strings."""
+    path = Path(directory) / name
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()))
+    return path
+
+
+def action(at_ms: int, kind: str, **kw: Any) -> dict[str, Any]:
+    return {"at_ms": at_ms, "kind": kind, **kw}
+
+
+def run(at_ms: int, strokes: int, interval_ms: int) -> dict[str, Any]:
+    return action(at_ms, "run", strokes=strokes, interval_ms=interval_ms)
+
+
+def write_script(directory: Path, actions: Iterable[dict[str, Any]], name: str = "script.json") -> Path:
+    path = Path(directory) / name
+    path.write_text(json.dumps(list(actions)))
+    return path
+
+
+# ---------------------------------------------------------------- processes
+
+
+def read_line(fd: int, timeout_s: float) -> bytes:
+    """One line from a raw fd, byte by byte (nothing buffered past the newline).
+    Returns what was read so far (no newline) if the fd closes first."""
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise HarnessError(f"no complete line within {timeout_s:g} s (got {line!r})")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        b = os.read(fd, 1)
+        if not b:
+            return line
+        line += b
+    return line
+
+
+class _Process:
+    """A child in its own session with a pipe on stdin; killed with its group on close."""
+
+    def __init__(self, argv: Sequence[str], log: Path, stdout: int | None = None) -> None:
+        self.argv = list(argv)
+        self.log = log
+        self._log_f = open(log, "wb")  # closed in kill_group()
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=stdout,
+            stderr=self._log_f,
+            cwd=REPO,
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def stderr(self) -> str:
+        self._log_f.flush()
+        return self.log.read_text(errors="replace")
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def signal(self, signum: int) -> None:
+        if self.alive:
+            os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"{self.argv[2]} pid {self.proc.pid} did not exit within {timeout_s:g} s") from None
+
+    def kill_group(self) -> None:
+        """SIGKILL the process group (the process and anything it started), then reap."""
+        self.close_stdin()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log_f.close()
+
+
+class EmulatorProcess(_Process):
+    """`thecal emulator` as its own process; `host` / `pump` are the ports from READY."""
+
+    def __init__(self, state_dir: Path, args: Sequence[str], log: Path) -> None:
+        self.state_dir = Path(state_dir)
+        argv = [PYTHON, "-m", "tools.cli", "emulator", "--state-dir", str(state_dir), "--exit-on-stdin-eof", *args]
+        super().__init__(argv, log, stdout=subprocess.PIPE)
+        self.clients: list[Client] = []
+        line = read_line(self.proc.stdout.fileno(), START_TIMEOUT_S)
+        fields = line.decode(errors="replace").split()
+        if not fields or fields[0] != "READY":
+            self.kill_group()
+            raise HarnessError(f"emulator did not start: {line!r}; stderr:\n{self.stderr}")
+        self.host = fields[1]
+        self.pump = fields[2] if len(fields) > 2 else None
+
+    def keys(self) -> dict[Role, bytes]:
+        return load_keys(self.state_dir / "keys.json")
+
+    @property
+    def sim(self) -> Client:
+        """The host client of this emulator, made on first use. Keep to one: two readers
+        on one pty take each other's bytes."""
+        return self.clients[0] if self.clients else self.client()
+
+    def client(self, role: Role = Role.CLINICIAN, timeout_s: float = 10.0, port: str | None = None) -> Client:
+        c = Client(port or self.host, self.keys(), role, timeout_s=timeout_s)
+        self.clients.append(c)
+        return c
+
+    def stop(self, how: str = "stdin", timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """Stop cleanly: close stdin, or send SIGTERM / SIGINT. Returns the exit status."""
+        for c in self.clients:
+            c.close()
+        self.clients.clear()
+        if how == "stdin":
+            self.close_stdin()
+        else:
+            self.signal({"sigterm": signal.SIGTERM, "sigint": signal.SIGINT}[how])
+        rc = self.wait(timeout_s)
+        self.close_stdin()
+        return rc
+
+    def kill_group(self) -> None:
+        for c in getattr(self, "clients", ()):
+            c.close()
+        super().kill_group()
+
+
+class ControllerProcess(_Process):
+    """`python -m emulator.scripted` on the emulator's pump-link pty."""
+
+    def __init__(self, pump_port: str, script: Path, log: Path) -> None:
+        argv = [PYTHON, "-m", "emulator.scripted", "--port", pump_port, "--script", str(script), "--exit-on-stdin-eof"]
+        super().__init__(argv, log)
+
+
+class Procs:
+    """Every process a test starts, killed (by process group) when the test ends."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = Path(tmp_path)
+        self.started: list[_Process] = []
+        self._n = 0
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for p in reversed(self.started):
+            p.kill_group()
+        self.started.clear()
+
+    def _name(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}{self._n}"
+
+    def emulator(
+        self,
+        *args: str,
+        state_dir: Path | None = None,
+        split: bool = True,
+        model: Path | None = None,
+        seed: int | None = None,
+        script: Iterable[dict[str, Any]] | None = None,
+    ) -> EmulatorProcess:
+        """Without split, the in-process controller is the scripted one running `script`
+        (a harmless one-action script if None, so it is never the firmware)."""
+        name = self._name("emu")
+        sd = state_dir or self.tmp / f"{name}-state"
+        argv = list(args)
+        if split:
+            argv.append("--split")
+        elif "--script" not in argv:
+            actions = list(script) if script is not None else [action(0, "resume")]
+            argv += ["--script", str(write_script(self.tmp, actions, f"{name}-script.json"))]
+        if model is not None:
+            argv += ["--pump-model", str(model)]
+        if seed is not None:
+            argv += ["--seed", str(seed)]
+        emu = EmulatorProcess(sd, argv, self.tmp / f"{name}.log")
+        self.started.append(emu)
+        return emu
+
+    def controller(
+        self, emu: EmulatorProcess, actions: Iterable[dict[str, Any]] = (), connect: str | None = "sim"
+    ) -> ControllerProcess:
+        """Start a scripted controller on emu's pump link. connect="sim" waits until the
+        emulator reports a controller alive (ground-truth polls, a few ms; right for the
+        first controller or one replacing a dead one); "state" waits without a host frame
+        (pump.json's boot count, saved within about a second), so a capture stays
+        reproducible; None does not wait."""
+        if emu.pump is None:
+            raise HarnessError("the emulator was not started with --split")
+        name = self._name("ctl")
+        script = write_script(self.tmp, actions, f"{name}.json")
+        boots = boot_count(emu.state_dir)
+        ctl = ControllerProcess(emu.pump, script, self.tmp / f"{name}.log")
+        self.started.append(ctl)
+        if connect == "sim":
+            wait_alive(emu.sim, ctl)
+        elif connect == "state":
+            wait_until(lambda: boot_count(emu.state_dir) > boots, f"controller {name} to connect", ctl)
+        return ctl
+
+
+def boot_count(state_dir: Path) -> int:
+    try:
+        return json.loads((Path(state_dir) / "pump.json").read_text()).get("boot_count", 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def wait_until(cond, what: str, proc: _Process | None = None, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if proc is not None and not proc.alive:
+            raise HarnessError(f"{what}: process exited with {proc.proc.returncode}; stderr:\n{proc.stderr}")
+        if time.monotonic() > deadline:
+            raise HarnessError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_alive(sim: Client, proc: _Process | None = None, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Until the emulator says a controller kicked its watchdog (it has connected)."""
+    wait_until(lambda: sim.sim(SimGroundTruth(tones_from=0)).controller_alive, "controller to connect", proc, timeout_s)
+
+
+# ---------------------------------------------------------------- host-link helpers
+
+
+def ground_truth(sim: Client, tones_from: int = 0):
+    return sim.sim(SimGroundTruth(tones_from=tones_from))
+
+
+def advance(sim: Client, ms: int, timeout_s: float = 30.0):
+    return sim.sim(SimAdvance(duration_ms=ms), timeout_s=timeout_s).time_ms
+
+
+def make_deterministic(client: Client, keys: dict[Role, bytes]) -> None:
+    """Sequence numbers and auth counters from 1 instead of the wall clock, so the host
+    frames (and a capture of them) are the same on every run."""
+    client._seq = 0
+    client._signers = {role: FrameSigner(role, key) for role, key in keys.items()}
+
+
+def send_frame(client: Client, wire: bytes, seq: int, timeout_s: float = 5.0) -> Message:
+    """Send pre-built wire bytes and return the response with `seq` (ACK or NAK)."""
+    client.send_raw(wire)
+    return client._wait(lambda: client._responses.pop(seq, None), timeout_s)
+
+
+def retry_sim(
+    client: Client, msg: Message, attempts: int = 40, timeout_s: float = 0.5, lost: list[int] | None = None
+) -> Message:
+    """A sim request over a noisy link: resend (each a fresh counter) until answered.
+    Appends the number of unanswered attempts to `lost` if given."""
+    for i in range(attempts):
+        try:
+            reply = client.sim(msg, timeout_s=timeout_s)
+        except NoAnswer:
+            continue
+        if lost is not None:
+            lost.append(i)
+        return reply
+    raise HarnessError(f"{type(msg).NAME} not answered in {attempts} attempts")
+
+
+# ---------------------------------------------------------------- in-process rig
+
+
+class RigHost:
+    """An in-process Rig (scripted controller through the codec) and a host talking to it
+    in signed frames, as the HIL tests do over a pty, without processes or ports."""
+
+    def __init__(
+        self,
+        model: PumpModel | None = None,
+        actions: Iterable[dict[str, Any] | Action] = (),
+        seed: int = 0,
+        state: dict[str, Any] | None = None,
+        keys: dict[Role, bytes] | None = None,
+        capture: Capture | None = None,
+        boot: bool = True,
+    ) -> None:
+        self.model = model or PumpModel()
+        acts = [a if isinstance(a, Action) else Action.from_dict(a) for a in actions]
+        self.keys = keys or {role: bytes([role]) * 32 for role in Role}
+        self.port = InProcessPort(lambda: ScriptedController(list(acts)))
+        self.rig = Rig(self.model, self.port, self.keys, state=state, seed=seed, capture=capture, host_write=self._out)
+        counter = (state or {}).get("sim_counter", 0)
+        self.signers = {role: FrameSigner(role, key, counter) for role, key in self.keys.items()}
+        self.decoder = codec.MessageDecoder(HOST_LINK_TYPES)
+        self.responses: dict[int, Message] = {}
+        self.events: list[Message] = []
+        self.seq = 0
+        if boot:
+            self.rig.boot()
+
+    @property
+    def hw(self):
+        return self.rig.hw
+
+    @property
+    def controller(self) -> ScriptedController:
+        return self.port.controller
+
+    def _out(self, data: bytes) -> None:
+        for item in self.decoder.feed(data):
+            if isinstance(item, codec.Received):
+                if family_of(item.frame.msg_type) is MessageFamily.HOST_EVENT:
+                    self.events.append(item.message)
+                else:
+                    self.responses[item.frame.seq] = item.message
+
+    def frame(self, msg: Message, role: Role | None = Role.SIM) -> tuple[bytes, int]:
+        """Wire bytes of a request signed by `role` (None: unsigned) and its seq."""
+        self.seq = (self.seq + 1) & 0xFFFF
+        return codec.encode(msg, self.seq, self.signers[role] if role is not None else None), self.seq
+
+    def send(self, wire: bytes, seq: int | None = None) -> Message | None:
+        """Feed host bytes to the rig; the response with `seq` if one came."""
+        self.rig.host_bytes(wire)
+        return self.responses.pop(seq, None) if seq is not None else None
+
+    def request(self, msg: Message, role: Role | None = Role.SIM) -> Message:
+        """The ACK or NAK of one request (AssertionError if none)."""
+        wire, seq = self.frame(msg, role)
+        reply = self.send(wire, seq)
+        assert reply is not None, f"no answer to {type(msg).NAME}"
+        return reply
+
+    def sim(self, msg: Message) -> Message:
+        reply = self.request(msg)
+        if isinstance(reply, Nak):
+            raise Refused(reply)
+        return reply
+
+    def advance(self, ms: int) -> int:
+        return self.sim(SimAdvance(duration_ms=ms)).time_ms
+
+    def truth(self, tones_from: int = 0):
+        return self.sim(SimGroundTruth(tones_from=tones_from))
