@@ -68,13 +68,21 @@ def basal_integral_ng(steps: Sequence[Step], from_ms: int, to_ms: int) -> int:
 
 
 def basal_per_minute_fg(steps: Sequence[Step], local_ms: int, into_minute_ms: int, minutes: int) -> list[int]:
-    """Planned basal per minute (fg, rounded down) from local time local_ms, which lies
-    into_minute_ms into its minute: minute 0 is the rest of the current minute."""
+    """Planned basal per minute (fg) from local time local_ms, which lies into_minute_ms
+    into its minute: minute 0 is the rest of the current minute. Each minute is the step
+    of the running total rounded down, so the first k minutes always sum to the exact
+    integral over them rounded down (rounding each minute down would lose up to 1 fg a
+    minute and make a projection of the rolling 24 h too low)."""
     out = []
     t = local_ms
     end = local_ms - into_minute_ms + 60_000
+    exact = 0  # fg*ms/day units
+    given = 0  # fg
     for _ in range(minutes):
-        out.append(basal_integral_fg_ms(steps, t, end) // MS_PER_DAY)
+        exact += basal_integral_fg_ms(steps, t, end)
+        total = exact // MS_PER_DAY
+        out.append(total - given)
+        given = total
         t = end
         end += 60_000
     return out
@@ -96,7 +104,8 @@ class BasalAccumulator:
             self.owed += basal_integral_fg_ms(steps, self.at_ms, to_ms)
             self.at_ms = to_ms
         elif to_ms < self.at_ms:
-            # The clock went back (clock set): nothing accrues until it catches up.
+            # The clock went back (clock set): accrual restarts from the new time, so basal
+            # is owed for the time that passes from here on; what was owed is kept.
             self.at_ms = to_ms
 
     def strokes_due(self, cost: int) -> int:

@@ -1,9 +1,12 @@
 """Rolling 24 h delivery history in bounded memory.
 
-Drug delivered is kept in one-minute buckets (1440 of them, fg exact) with a running
-total, so "drug in the last 24 h" costs O(1) per stroke; patient bolus starts are kept
-as a short list. A bucket counts toward the last 24 h while any part of its minute does,
-so window sums err on the side of too much, never too little.
+Drug delivered is kept in one-minute buckets (fg exact) with a running total, so "drug
+in the last 24 h" costs O(1) per stroke; patient bolus starts are kept as a short list.
+A bucket counts toward the last 24 h while any part of its minute does, so window sums
+err on the side of too much, never too little. A rolling 24 h that ends part-way into a
+minute touches 1441 minutes (the oldest one partly), so the window holds 1441 buckets:
+with 1440 a delivery late in the oldest minute would leave the sum up to a minute before
+it leaves the rolling 24 h.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from collections import deque
 from collections.abc import Iterable
 
 MINUTE_MS = 60_000
-BUCKETS = 1440
-DAY_MS = BUCKETS * MINUTE_MS
+DAY_MS = 24 * 60 * MINUTE_MS
+BUCKETS = DAY_MS // MINUTE_MS + 1  # minutes a rolling 24 h can touch
 MAX_STARTS = 64
 
 
@@ -21,7 +24,7 @@ class DeliveryHistory:
     def __init__(self) -> None:
         self._fg = [0] * BUCKETS
         self._minute = [-1] * BUCKETS  # which absolute minute each slot holds
-        self._head = -1  # latest minute seen; slots older than head - 1439 are evicted
+        self._head = -1  # latest minute seen; slots older than head - (BUCKETS - 1) are evicted
         self._total = 0
         self.dirty_minutes: set[int] = set()  # changed since the last NVM commit
         self.bolus_starts: deque[int] = deque(maxlen=MAX_STARTS)  # patient bolus start times, ms
@@ -56,7 +59,7 @@ class DeliveryHistory:
         return self._total
 
     def per_minute(self, now_ms: int) -> list[int]:
-        """fg delivered in each of the last 1440 minutes, oldest first (index 1439 = now)."""
+        """fg delivered in each of the last BUCKETS minutes, oldest first (index BUCKETS - 1 = now)."""
         m = now_ms // MINUTE_MS
         self._advance(m)
         out = [0] * BUCKETS
@@ -90,16 +93,18 @@ class DeliveryHistory:
 
 
 def max_future_window_fg(past_per_minute: list[int], future_per_minute: Iterable[int]) -> int:
-    """Largest 24 h window sum from now on, given the last 1440 minutes (index 1439 is the
-    current minute) and a plan for the current minute on (index 0 is the current minute):
-    the window ending k minutes from now holds past minutes k.. and planned minutes ..k.
-    The patient-bolus check runs this over planned basal plus the bolus."""
+    """Largest 24 h window sum from now on, given the last BUCKETS minutes (the last index is
+    the current minute, as per_minute gives them) and a plan for the current minute on
+    (index 0 is the current minute): the window ending k minutes from now holds past
+    minutes k.. and planned minutes ..k. The patient-bolus check runs this over planned
+    basal plus the bolus."""
     past_total = sum(past_per_minute)
+    span = len(past_per_minute)
     best = past_total
     dropped = 0
     planned = 0
     for k, f in enumerate(future_per_minute):
-        if k >= BUCKETS:
+        if k >= span:
             break
         planned += f
         best = max(best, past_total - dropped + planned)

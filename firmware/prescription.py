@@ -13,8 +13,9 @@ from protocol.messages import BasalStep as WireBasalStep
 from protocol.messages import Program, ReadPrescriptionAck
 
 from .config import FirmwareConfig
-from .dose import MS_PER_DAY, NL_PER_ML, basal_integral_ng, volume_nl
+from .dose import FG_PER_NG, MS_PER_DAY, NL_PER_ML, basal_integral_fg_ms, volume_nl
 from .druglib import Drug, DrugLibrary
+from .history import MINUTE_MS
 
 S_PER_DAY = 86_400
 MIN_BOLUS_DURATION_S = 60
@@ -152,8 +153,16 @@ def validate(p: Prescription, drugs: DrugLibrary, hw: HwLimits, config: Firmware
             f"{_fmt(conc, drug)}/mL exceeds {drug.name}'s maximum {_fmt(drug.max_concentration_ng_per_ml, drug)}/mL",
         )
     _validate_basal(p, drug, hw)
-    daily = basal_integral_ng(p.basal, 0, MS_PER_DAY)
-    if daily > drug.max_daily_dose_ng:
+    # The day's basal exactly (fg*ms/day units), compared with each ceiling exactly: the
+    # integral is rarely a whole ng, and rounding it down let a schedule a fraction of an
+    # ng over a ceiling pass.
+    exact = basal_integral_fg_ms(p.basal, 0, MS_PER_DAY)
+    daily = exact // (MS_PER_DAY * FG_PER_NG)
+
+    def over(ceiling_ng: int) -> bool:
+        return exact > ceiling_ng * FG_PER_NG * MS_PER_DAY
+
+    if over(drug.max_daily_dose_ng):
         raise PrescriptionError(
             "basal",
             f"{_fmt(daily, drug)}/day of basal exceeds {drug.name}'s maximum daily dose "
@@ -168,9 +177,19 @@ def validate(p: Prescription, drugs: DrugLibrary, hw: HwLimits, config: Firmware
             f"hard limit {_fmt(limit, drug)} exceeds {drug.name}'s maximum daily dose "
             f"{_fmt(drug.max_daily_dose_ng, drug)}",
         )
-    if daily > limit:
+    if over(limit):
         raise PrescriptionError(
             "basal", f"basal alone ({_fmt(daily, drug)}/day) is over the 24 h hard limit {_fmt(limit, drug)}"
+        )
+    # The pump measures "the last 24 h" in whole minutes, so its window can hold one minute
+    # more than a day (it errs high). Basal alone must fit that window too, or the safety
+    # layer would hold back basal that was validated.
+    worst_minute = max(s.rate_ng_per_day for s in p.basal) * MINUTE_MS * FG_PER_NG
+    if exact + worst_minute > limit * FG_PER_NG * MS_PER_DAY:
+        raise PrescriptionError(
+            "basal",
+            f"basal alone ({_fmt(daily, drug)}/day) leaves no room under the 24 h hard limit "
+            f"{_fmt(limit, drug)} in the pump's 24 h + 1 min window",
         )
     if p.patient_bolus is not None:
         _validate_bolus(p.patient_bolus, p, drug, hw)
@@ -198,7 +217,10 @@ def _validate_basal(p: Prescription, drug: Drug, hw: HwLimits) -> None:
         if step.rate_ng_per_day < 0:
             raise PrescriptionError(f"basal[{i}].rate_ng_per_day", "a rate cannot be negative")
         nl = volume_nl(step.rate_ng_per_day, p.concentration_ng_per_ml)
-        if nl > hw.max_nl_per_day:
+        # Exactly: rate / concentration > stroke per min interval (both sides as nL/day
+        # scaled by concentration x interval), so no rounding lets a rate slip past.
+        needed = step.rate_ng_per_day * NL_PER_ML * hw.min_stroke_interval_ms
+        if needed > hw.stroke_nl * MS_PER_DAY * p.concentration_ng_per_ml:
             raise PrescriptionError(
                 f"basal[{i}].rate_ng_per_day",
                 f"{_fmt(step.rate_ng_per_day, drug)}/day is {nl / NL_PER_ML:g} mL/day, beyond the mechanism's "

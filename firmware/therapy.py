@@ -5,7 +5,7 @@ state, or whose guard fails, returns False (the caller answers NAK WRONG_STATE),
 exception on the link. A bolus in progress is a flag of the running state (the delivery
 engine owns it), not a state of its own: it ends the moment the pump leaves `running`.
 
-`thecal firmware-diagram` (tools/cli.py) writes the diagram as mermaid to
+`thecal diagram` (tools/cli.py) writes the diagram as mermaid to
 docs/therapy-states.md; a test fails when the committed diagram differs from this table.
 """
 
