@@ -8,6 +8,7 @@ through HOST_RX / HOST_TX relayed by the pump.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from protocol import codec
@@ -19,6 +20,7 @@ from protocol.codes import (
     BolusOutcome,
     LogEvent,
     NakReason,
+    Priority,
     ResetCause,
     Role,
     RunOutcome,
@@ -57,8 +59,8 @@ from .config import FirmwareConfig
 from .delivery import ActiveBolus, Catheter, Run
 from .dose import FG_PER_NG, MS_PER_DAY, BasalAccumulator, next_change_ms, rate_at, stroke_fg
 from .druglib import DrugLibrary, load_library
-from .eventlog import EventLog
-from .history import DeliveryHistory
+from .eventlog import EventLog, LogRecord
+from .history import BUCKETS, DeliveryHistory
 from .nvm import MemoryNvm, Nvm
 from .prescription import HwLimits, Prescription
 from .reservoir import Reservoir
@@ -66,7 +68,12 @@ from .safety import RunFacts, occlusion_confirmed, run_refusal, strokes_within_l
 from .therapy import Therapy
 
 FIRMWARE_VERSION = "0.1.0"
+RECENT_COMMANDS = 32
+MILESTONE_NL = 1_000_000  # a log entry for every whole mL delivered
 ANY_RUN = 0xFFFF
+HW_INFO_RETRY_MS = 1_000  # ask again this often while HW_INFO has not come
+RUN_REPORT_GRACE_MS = 30_000  # a run's last report this late after its last stroke is lost
+MAX_ORPHANS = 8
 
 
 class Controller:
@@ -97,11 +104,23 @@ class Controller:
         self.history = DeliveryHistory()
         self.alarms = AlarmSet(self.config)
         self.log = EventLog(self.config.log_capacity)
+        self._log_unsaved: list[LogRecord] = []  # entries not yet in NVM
+        self._log_nvm_oldest = 1  # oldest entry NVM holds
         self.bolus: ActiveBolus | None = None
         self.run: Run | None = None
         self._run_seq = 0
+        # Runs given up on (stopped by us, or whose last report never came): strokes they
+        # report late, or that the odometer shows they made, are still counted.
+        self._orphans: list[Run] = []
+        self._probe = False  # a run's report was lost: the next run is one stroke, to learn the odometer
+        self.odometer: int | None = None  # the pump's stroke odometer at the last report
+        self.last_stroke_ms: int | None = None  # pump time of the last stroke reported
+        self._hw_asked_ms = 0
         self.lockout_until_ms = 0
         self.last_command_id = 0
+        # Ids of the last commands accepted: a blind retry of any of them is refused.
+        self.recent_command_ids: deque[int] = deque(maxlen=RECENT_COMMANDS)
+        self.delivered_total_nl = 0  # counted from strokes made, since manufacture
         self.clock_offset_s = 0
         self.rtc_at_boot_s = 0
         self.boot_ms = 0
@@ -186,7 +205,12 @@ class Controller:
             # A bolus in progress at a reset is abandoned, never resumed, and counts in full.
             self._end_bolus(BolusOutcome.INTERRUPTED)
         self.run = None
+        self._orphans.clear()
+        self._probe = False
+        self.odometer = None
+        self.last_stroke_ms = None
         self.send(HwInfoRequest())
+        self._hw_asked_ms = self.now_ms
 
     def _on_hw_info(self, msg: HwInfo) -> None:
         self.hw = msg
@@ -200,6 +224,7 @@ class Controller:
             self.catheter = Catheter(msg.catheter_dead_volume_nl, conc)
         if self.therapy.state == "boot":
             self._leave_boot()
+            host.project_low(self)  # status shows the projection after a reset too
         self.send(SensorRequest())
 
     def _leave_boot(self) -> None:
@@ -235,11 +260,17 @@ class Controller:
             self.alarms.load(data["alarms"])
         log = data.get("log")
         if log:
+            entries = sorted((int(q), e) for q, e in data.get("log_entries", {}).items())
+            self.log.entries.clear()
+            self.log.entries.extend(LogRecord(q, t, LogEvent(ev), a0, a1) for q, (t, ev, a0, a1) in entries)
             self.log.next_seq = log["next_seq"]
+            self._log_nvm_oldest = self.log.oldest_seq
         b = data.get("bolus")
         self.bolus = ActiveBolus.from_data(b) if b else None
         self.lockout_until_ms = data.get("lockout_until_ms", 0)
         self.last_command_id = data.get("last_command_id", 0)
+        self.recent_command_ids.extend(data.get("recent_command_ids", []))
+        self.delivered_total_nl = data.get("delivered_total_nl", 0)
         self.clock_offset_s = data.get("clock_offset_s", 0)
         self.resume_running = data.get("resume_running", False)
         counters = data.get("auth_counters")
@@ -264,9 +295,10 @@ class Controller:
             nvm.save("acc", [self.acc.owed, self.acc.at_ms])
             nvm.save("catheter", self.catheter.to_data() if self.catheter else None)
             nvm.save("reservoir_nl", self.reservoir.volume_nl)
+            nvm.save("delivered_total_nl", self.delivered_total_nl)
             h = self.history
             if h.dirty_minutes:
-                lo = self.now_ms // 60_000 - 1439
+                lo = self.now_ms // 60_000 - (BUCKETS - 1)  # every minute a rolling 24 h touches
                 fresh = {m: h.bucket(m) for m in h.dirty_minutes if m >= lo}
                 expired = [m for m in self._nvm_minutes if m < lo]
                 self._nvm_minutes.difference_update(expired)
@@ -278,10 +310,18 @@ class Controller:
         if "alarms" in d:
             nvm.save("alarms", self.alarms.to_data())
         if "log" in d:
+            # The entries themselves, not only the numbering: the log must outlive a reset.
+            oldest = self.log.oldest_seq
+            fresh = {str(r.seq): [r.time_s, int(r.event), r.arg0, r.arg1] for r in self._log_unsaved if r.seq >= oldest}
+            gone = [str(q) for q in range(self._log_nvm_oldest, oldest)]
+            nvm.save_items("log_entries", fresh, gone)
             nvm.save("log", {"next_seq": self.log.next_seq})
+            self._log_unsaved.clear()
+            self._log_nvm_oldest = oldest
         if "limits" in d:
             nvm.save("lockout_until_ms", self.lockout_until_ms)
             nvm.save("last_command_id", self.last_command_id)
+            nvm.save("recent_command_ids", list(self.recent_command_ids))
             nvm.save("clock_offset_s", self.clock_offset_s)
         if "auth" in d:
             nvm.save("auth_counters", {str(k): v for k, v in self.verifier.last_counters.items()})
@@ -290,7 +330,7 @@ class Controller:
     # ------------------------------------------------------------ log and events
 
     def log_event(self, event: LogEvent, arg0: int = 0, arg1: int = 0) -> None:
-        self.log.add(self.now_s, event, arg0, arg1)
+        self._log_unsaved.append(self.log.add(self.now_s, event, arg0, arg1))
         self.dirty("log")
 
     def host_event(self, msg: Message) -> None:
@@ -306,6 +346,12 @@ class Controller:
             self.host_reply(codec.nak_for(f.msg_type, reason, "", detail), f.seq)
 
     def _state_changed(self, old: TherapyState, new: TherapyState) -> None:
+        if old is TherapyState.RUNNING and self.prescription is not None:
+            # Bring basal up to the moment delivery stops. The accumulator is brought up
+            # to date only between runs, so mid-run it has paid for strokes made but not
+            # yet accrued the time they covered; restarting accrual from a later time
+            # without this would lose that time's basal (a whole run's worth, at worst).
+            self.acc.accrue(self.prescription.basal, self.local_ms)
         self.log_event(LogEvent.THERAPY_STATE, int(old), int(new))
         self.dirty("state")
         self.host_event(TherapyStateChanged(time_s=self.now_s, old_state=old, new_state=new))
@@ -321,6 +367,12 @@ class Controller:
     # ------------------------------------------------------------ alarms
 
     def set_condition(self, alarm: AlarmId, present: bool) -> None:
+        held = self.alarms.active.get(alarm)
+        if not present and held is not None and held.condition and held.priority is Priority.HIGH:
+            # A high alarm halted therapy. Acknowledging it while its condition held only
+            # silenced it: resuming is a person's decision once the condition is gone, so
+            # it stays latched (and therapy halted) until acknowledged again.
+            held.acknowledged = False
         change = self.alarms.condition(alarm, present, self.now_ms)
         if change == "raised":
             a = self.alarms.active[alarm]
@@ -371,8 +423,20 @@ class Controller:
             self.prescription is not None
             and self.limits is not None
             and not self.alarms.high_active()
-            and not self.reservoir.is_empty(self.config)
+            and not self.reservoir_empty()
         )
+
+    def strokes_above_empty(self) -> int:
+        """Whole strokes the reservoir estimate holds above the empty level."""
+        if self.limits is None:
+            return 0
+        return max(0, self.reservoir.volume_nl - self.config.empty_reservoir_ul * 1000) // self.limits.stroke_nl
+
+    def reservoir_empty(self) -> bool:
+        """At the empty level, or so near it that not one more stroke fits above it:
+        either way nothing more can be delivered, and that must be said (EMPTY alarm),
+        not left as a silent stop."""
+        return self.reservoir.is_empty(self.config) or (self.limits is not None and self.strokes_above_empty() == 0)
 
     # ------------------------------------------------------------ sensors and faults
 
@@ -415,7 +479,31 @@ class Controller:
     def _stop_run(self) -> None:
         if self.run is not None:
             self.send(MotorStop(run_id=self.run.run_id))
+            self._orphans.append(self.run)  # its STOPPED report still counts what it made
+            del self._orphans[:-MAX_ORPHANS]
             self.run = None
+
+    def replan_basal(self) -> None:
+        """The basal schedule or the clock changed: a basal run planned at the old rate
+        must not go on at its spacing (for up to a whole run). Stop it; what is owed stays
+        owed, and the next run is planned at the rate now in force."""
+        if self.run is not None and self.run.purpose == "basal":
+            self._stop_run()
+
+    def strokes_to_bridge_end(self) -> int | None:
+        """While bridging: strokes until the tip segment (the old drug) is pushed out (the
+        last of them may carry some of the new drug). A run must end there, since from
+        then on a stroke carries a different dose; None when not bridging."""
+        cath = self.catheter
+        if cath is None or not cath.bridging:
+            return None
+        return max(1, -(-cath.segments[0][0] // self.limits.stroke_nl))
+
+    def _cap_run(self, n: int) -> int:
+        """A run's strokes cut to what fits above the empty level and to the bridge end."""
+        n = min(n, self.strokes_above_empty())
+        bridge = self.strokes_to_bridge_end()
+        return n if bridge is None else min(n, bridge)
 
     def tip_stroke_fg(self) -> int:
         conc = self.catheter.tip_concentration if self.catheter and self.catheter.segments else 0
@@ -425,31 +513,77 @@ class Controller:
 
     def _on_progress(self, msg: RunProgress) -> None:
         run = self.run
-        if run is None or msg.run_id != run.run_id:
+        if run is not None and msg.run_id == run.run_id:
+            target = run
+        else:
+            target = next((o for o in reversed(self._orphans) if o.run_id == msg.run_id), None)
+        new = max(0, msg.strokes_made - target.reported) if target is not None else 0
+        known = self.odometer
+        if new > 0 or (known is not None and msg.odometer_strokes > known):
+            self.last_stroke_ms = msg.time_ms
+        if known is not None and msg.odometer_strokes - known > new:
+            # Strokes made that no report of ours covered (a run's last report was lost).
+            self._account_unreported(msg.odometer_strokes - known - new)
+        # (A late report, held up on the link, must not wind the odometer back.)
+        self.odometer = msg.odometer_strokes if known is None else max(known, msg.odometer_strokes)
+        if target is None:
             return
-        new = msg.strokes_made - run.reported
         if new > 0:
-            run.reported = msg.strokes_made
-            self._account(new, run.purpose)
+            target.reported = msg.strokes_made
+            self._account(new, self._purpose(target))
+        if target is run:
+            # Everything made before this run is accounted for now.
+            self._orphans.clear()
+            self._probe = False
         if msg.outcome is RunOutcome.IN_PROGRESS:
             return
-        self.run = None
+        if target is run:
+            self.run = None
+        else:
+            self._orphans.remove(target)
+            if msg.outcome is RunOutcome.STOPPED:
+                return
         if msg.outcome is RunOutcome.STALLED:
             self.motor_stalled = True
             self._fault_stop()
             self.set_condition(AlarmId.MOTOR_STALL, True)
         elif msg.outcome in (RunOutcome.EMPTY, RunOutcome.REFUSED):
-            self.log_event(LogEvent.DELIVERY_SHORTFALL, run.strokes, msg.strokes_made)
+            self.log_event(LogEvent.DELIVERY_SHORTFALL, target.strokes, msg.strokes_made)
             self._fault_stop()
             self.set_condition(AlarmId.DELIVERY_SHORTFALL, True)
             if msg.outcome is RunOutcome.EMPTY:
                 self.set_condition(AlarmId.EMPTY_RESERVOIR, True)
 
+    def _purpose(self, run: Run) -> str:
+        """What a run's strokes count as: a bolus run's only while that bolus lasts."""
+        if run.purpose == "bolus" and (self.bolus is None or self.bolus.command_id != run.bolus_id):
+            return "drug"
+        return run.purpose
+
+    def _account_unreported(self, strokes: int) -> None:
+        """The odometer moved further than the reports said: give the strokes to the runs
+        whose last report was lost (oldest first), up to what each was commanded; any
+        left over count as drug delivered (toward the limits and out of the reservoir)."""
+        for o in list(self._orphans):
+            take = min(strokes, o.strokes - o.reported)
+            if take > 0:
+                o.reported += take
+                self._account(take, self._purpose(o))
+                strokes -= take
+        if strokes > 0:
+            self._account(strokes, "drug")
+
     def _account(self, strokes: int, purpose: str) -> None:
-        """Strokes the mechanism made: volume out of the reservoir, drug to the patient."""
+        """Strokes the mechanism made: volume out of the reservoir, drug to the patient.
+        purpose "basal" pays the basal owed, "bolus" the bolus in progress, "drug" neither."""
         stroke_nl = self.limits.stroke_nl
         res_conc = self.prescription.concentration_ng_per_ml if self.prescription else 0
         bolus = self.bolus if purpose == "bolus" else None
+        if self.prescription is not None and self.therapy.state == "running":
+            # Keep basal accrued up to each stroke, so the accumulator (and what NVM holds
+            # of it) is never a run behind: a reset loses at most the time since the last
+            # stroke, not the time a whole run covered.
+            self.acc.accrue(self.prescription.basal, self.local_ms)
         for _ in range(strokes):
             fg = self.catheter.push(stroke_nl, res_conc) if self.catheter else stroke_nl * res_conc
             self.reservoir.delivered(stroke_nl)
@@ -460,8 +594,13 @@ class Controller:
                     bolus.delivered_fg += fg
                     self.history.add(self.now_ms, fg)
             else:
-                self.acc.pay(fg * MS_PER_DAY)
+                if purpose == "basal":
+                    self.acc.pay(fg * MS_PER_DAY)
                 self.history.add(self.now_ms, fg)
+        before = self.delivered_total_nl // MILESTONE_NL
+        self.delivered_total_nl += strokes * stroke_nl
+        if self.delivered_total_nl // MILESTONE_NL != before:
+            self.log_event(LogEvent.DELIVERY_MILESTONE, self.delivered_total_nl // MILESTONE_NL)
         if bolus is not None and bolus.kind is BolusKind.PRIMING and bolus.made >= bolus.planned_strokes:
             self.catheter.fill(res_conc)
         self.dirty("delivery")
@@ -471,7 +610,7 @@ class Controller:
         rx = self.prescription
         if rx is not None:
             self.set_condition(AlarmId.LOW_RESERVOIR, self.reservoir.is_low(rx.low_reservoir_ul))
-        empty = self.reservoir.is_empty(self.config)
+        empty = self.reservoir_empty()
         if empty and AlarmId.EMPTY_RESERVOIR not in self.alarms.active:
             self._fault_stop()
         if empty or AlarmId.EMPTY_RESERVOIR in self.alarms.active:
@@ -541,27 +680,49 @@ class Controller:
     def _start_run(self, purpose: str, strokes: int, interval_ms: int, drug_fg: int, priming: bool = False) -> bool:
         lim = self.limits
         strokes = min(strokes, lim.max_strokes_per_run)
+        if self._probe:
+            # The last run's final report never came: one stroke, whose report (with the
+            # pump's odometer) tells what that run made, before anything more is asked.
+            drug_fg = drug_fg // strokes
+            strokes = 1
         interval_ms = max(interval_ms, lim.min_stroke_interval_ms)
         if run_refusal(self._run_facts(strokes * lim.stroke_nl, drug_fg, priming)) is not None:
             return False
         self._run_seq = self._run_seq % 0xFFFE + 1
-        self.run = Run(self._run_seq, purpose, strokes, interval_ms)
+        deadline = self.now_ms + strokes * interval_ms + RUN_REPORT_GRACE_MS  # last stroke + interval + grace
+        bolus_id = self.bolus.command_id if purpose == "bolus" and self.bolus is not None else 0
+        self.run = Run(self._run_seq, purpose, strokes, interval_ms, deadline_ms=deadline, bolus_id=bolus_id)
         self.send(MotorRun(run_id=self._run_seq, strokes=strokes, interval_ms=interval_ms))
         return True
 
     # ------------------------------------------------------------ the wake-up
 
     def _service(self) -> None:
-        if self.hw is None:
-            self.send(SleepUntil(wake_at_ms=NONE_U64))
-            return
         now = self.now_ms
+        if self.hw is None:
+            # Starting: HW_INFO_REQUEST or its answer may have been lost on the link. Ask
+            # again rather than sleep, unfed, until the watchdog resets us.
+            if now >= self._hw_asked_ms + HW_INFO_RETRY_MS:
+                self.send(HwInfoRequest())
+                self._hw_asked_ms = now
+            self.send(SleepUntil(wake_at_ms=self._hw_asked_ms + HW_INFO_RETRY_MS))
+            return
         self._check_occlusion()
         pattern = self.alarms.tones_due(now)
         if pattern is not None:
             self.send(Beep(pattern=pattern, repeat=1, repeat_interval_ms=0))
             self.dirty("alarms")
         wake = [self.alarms.next_tone_ms()]
+        run = self.run
+        if run is not None and now >= run.deadline_ms:
+            # Its last report is long overdue (lost on the link, or the MOTOR_RUN was): stop
+            # it if it still goes, and find out from the next report what it made, instead
+            # of waiting for ever with delivery stalled.
+            self.log_event(LogEvent.DELIVERY_SHORTFALL, run.strokes, run.reported)
+            self._stop_run()
+            self._probe = True
+        if self.run is not None:
+            wake.append(self.run.deadline_ms)
         if self.run is None and self.therapy.state == "running":
             wake.append(self._deliver())
         elif self.run is None and self.bolus is not None and self.bolus.kind is BolusKind.PRIMING:
@@ -617,27 +778,37 @@ class Controller:
             return None
         lim = self.limits
         sfg = self.tip_stroke_fg()
+        # The mechanism's fastest pace holds across runs too: a run's first stroke comes
+        # at once, so no run starts sooner than that after the last stroke.
+        ready_ms = self.now_ms if self.last_stroke_ms is None else self.last_stroke_ms + lim.min_stroke_interval_ms
         b = self.bolus
         if b is not None:
             left = b.remaining_strokes(sfg)
             if left == 0:
                 self._end_bolus(BolusOutcome.COMPLETED)
                 b = None
+            elif ready_ms > self.now_ms:
+                return ready_ms
             else:
+                left = max(1, self._cap_run(left)) if b.counts_as_drug else left
                 drug = sfg * min(left, lim.max_strokes_per_run) if b.counts_as_drug else 0
                 if self._start_run("bolus", left, b.interval_ms, drug, priming=not b.counts_as_drug):
                     return None
                 self._end_bolus(BolusOutcome.INTERRUPTED)
                 b = None
+        if self.therapy.state != "running":
+            return None  # (a priming bolus while stopped): no basal accrues while stopped
         # Basal: accrue to now, pay what is owed (held back during a bolus, never dropped).
         self.acc.accrue(rx.basal, self.local_ms)
         self.dirty("delivery")
         cost = sfg * MS_PER_DAY
         owed = self.acc.strokes_due(cost)  # negative while a run paid ahead of accrual
+        if owed > 0 and ready_ms > self.now_ms:
+            return ready_ms
         if owed > 0:
             n, interval = self._basal_run_plan(owed, cost)
             window = self.history.window_fg(self.now_ms)
-            n = strokes_within_limit(window, sfg, rx.max_dose_24h_ng * FG_PER_NG, n)
+            n = strokes_within_limit(window, sfg, rx.max_dose_24h_ng * FG_PER_NG, self._cap_run(n))
             if n and self._start_run("basal", n, interval, sfg * min(n, lim.max_strokes_per_run)):
                 return None
             # Held by the hard limit or the reservoir: look again in a minute.

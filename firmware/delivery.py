@@ -126,3 +126,5 @@ class Run:
     strokes: int
     interval_ms: int
     reported: int = 0  # strokes already accounted
+    deadline_ms: int = 0  # its last report is overdue after this (pump time)
+    bolus_id: int = 0  # command id of the bolus a bolus run serves

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from protocol import codec
@@ -55,7 +56,7 @@ from protocol.schema import NONE_U64
 
 from . import bolus as bolus_rule
 from .delivery import ActiveBolus
-from .dose import FG_PER_NG, MS_PER_DAY, BasalAccumulator, basal_per_minute_fg, strokes_for, volume_nl
+from .dose import FG_PER_NG, MS_PER_DAY, BasalAccumulator, strokes_for, volume_nl
 from .history import BUCKETS, MINUTE_MS, max_future_window_fg
 from .prescription import MAX_BOLUS_DURATION_S, MIN_BOLUS_DURATION_S, Prescription, PrescriptionError, validate
 
@@ -104,6 +105,7 @@ def handle_frame(ctl: Controller, body: bytes) -> None:
     try:
         msg = codec.decode(f)
     except DecodeError as e:
+        ctl.log_event(LogEvent.COMMAND_REFUSED, t, int(e.reason))
         ctl.host_reply(codec.nak_for(t, e.reason, e.field or "", e.detail), seq)
         return
     handler = HANDLERS[cls]
@@ -112,6 +114,8 @@ def handle_frame(ctl: Controller, body: bytes) -> None:
     except Refusal as r:
         if cls is Program:
             ctl.log_event(LogEvent.PROGRAM_REFUSED, msg.command_id, int(r.reason))
+        else:
+            ctl.log_event(LogEvent.COMMAND_REFUSED, t, int(r.reason))
         ctl.host_reply(codec.nak_for(t, r.reason, r.field, r.detail), seq)
         return
     ctl.host_reply(reply, seq)
@@ -121,13 +125,14 @@ def _accept_command(ctl: Controller, command_id: int) -> None:
     """A command carrying an id was accepted: STATUS reports it so a host that lost the
     answer can find out instead of sending again."""
     ctl.last_command_id = command_id
+    ctl.recent_command_ids.append(command_id)
     ctl.dirty("limits")
 
 
 def _check_new_command(ctl: Controller, command_id: int) -> None:
     if command_id == 0:
         raise Refusal(NakReason.OUT_OF_RANGE, "command_id", "command ids start at 1")
-    if command_id == ctl.last_command_id:
+    if command_id in ctl.recent_command_ids:
         raise Refusal(NakReason.WRONG_STATE, "command_id", f"command {command_id} was already accepted: ask STATUS")
 
 
@@ -225,6 +230,7 @@ def program(ctl: Controller, msg: Program) -> ProgramAck:
         ctl.catheter.fill(rx.concentration_ng_per_ml)  # a primed catheter holds this drug
     if rx.patient_bolus is not None:
         ctl.lockout_until_ms = max(ctl.lockout_until_ms, ctl.now_ms + rx.patient_bolus.lockout_s * 1000)
+    ctl.replan_basal()
     ctl.log_event(LogEvent.PROGRAM_ACCEPTED, msg.command_id)
     _accept_command(ctl, msg.command_id)
     ctl.dirty("prescription", "delivery", "limits")
@@ -241,7 +247,7 @@ def start(ctl: Controller, msg: Start) -> StartAck:
         raise Refusal(NakReason.WRONG_STATE, "", "no prescription programmed")
     if ctl.alarms.high_active():
         raise Refusal(NakReason.WRONG_STATE, "", "a high-priority alarm stands")
-    if ctl.reservoir.is_empty(ctl.config):
+    if ctl.reservoir_empty():
         raise Refusal(NakReason.WRONG_STATE, "", "reservoir at the empty level: refill first")
     if not ctl.therapy.fire("start_therapy"):
         raise Refusal(NakReason.WRONG_STATE, "", "therapy cannot start now")
@@ -289,7 +295,7 @@ def bolus_request(ctl: Controller, msg: BolusRequest) -> BolusRequestAck:
         # next day, decides the dose rule (it comes before the reservoir rule).
         facts = replace(
             facts,
-            projected_max_window_fg=_projected_max_window_fg(ctl, facts_dose, pb.duration_s),
+            projected_max_window_fg=_projected_max_window_fg(ctl, facts_dose),
             past_per_minute_fg=tuple(ctl.history.per_minute(now)),
         )
         verdict = bolus_rule.decide(facts)
@@ -298,6 +304,11 @@ def bolus_request(ctl: Controller, msg: BolusRequest) -> BolusRequestAck:
     if verdict.granted:
         _begin(ctl, msg.command_id, BolusKind.PATIENT, pb.dose_ng, pb.duration_s)
     nxt = verdict.next_available_at_ms
+    if verdict.decision is bolus_rule.BolusDecision.DOSE_LIMIT:
+        # The rule's own estimate counts only past delivery leaving the window; basal
+        # keeps entering it meanwhile, so that time came too early (a request then was
+        # denied again). Say when the bolus really fits.
+        nxt = _dose_limit_lifts_at_ms(ctl, pb.dose_ng)
     return BolusRequestAck(
         command_id=msg.command_id,
         decision=verdict.decision,
@@ -324,7 +335,7 @@ def clinician_bolus(ctl: Controller, msg: ClinicianBolus) -> ClinicianBolusAck:
     strokes = strokes_for(msg.dose_ng, lim.stroke_nl, rx.concentration_ng_per_ml)
     if msg.duration_s * 1000 // strokes < lim.min_stroke_interval_ms:
         raise Refusal(NakReason.OUT_OF_RANGE, "duration_s", "faster than the mechanism can deliver")
-    if _projected_max_window_fg(ctl, msg.dose_ng, msg.duration_s) > rx.max_dose_24h_ng * FG_PER_NG:
+    if _projected_max_window_fg(ctl, msg.dose_ng) > rx.max_dose_24h_ng * FG_PER_NG:
         raise Refusal(NakReason.OUT_OF_RANGE, "dose_ng", "would exceed the rolling 24 h hard limit with basal")
     vol = volume_nl(msg.dose_ng, rx.concentration_ng_per_ml)
     if ctl.reservoir.volume_nl - vol < ctl.config.empty_reservoir_ul * 1000:
@@ -385,25 +396,110 @@ def _begin(ctl: Controller, command_id: int, kind: BolusKind, dose_ng: int, dura
     project_low(ctl)
 
 
-def _projected_max_window_fg(ctl: Controller, dose_ng: int, duration_s: int) -> int:
+def _basal_plan_fg(steps, local_ms: int, into_minute_ms: int, minutes: int) -> list[int]:
+    """Planned basal per minute (fg): the numbers of dose.basal_per_minute_fg (minute 0
+    is the rest of the current minute; each minute is the step of the exact running
+    integral rounded down), in one pass over minutes and schedule changes instead of an
+    integral per minute: a bolus request projects two days of them."""
+    starts = [st.start_s * 1000 for st in steps]
+    rates = [st.rate_ng_per_day * FG_PER_NG for st in steps]
+    last = len(steps) - 1
+    day0 = local_ms - local_ms % MS_PER_DAY
+    tod = local_ms - day0
+    i = max((k for k, st in enumerate(starts) if st <= tod), default=-1)  # -1: yesterday's last step
+
+    def change_after(k: int, day: int) -> int:
+        return day + starts[k + 1] if k < last else day + MS_PER_DAY + starts[0]
+
+    change = change_after(i, day0)
+    rate = rates[i]
+    if i == -1:
+        day0 -= MS_PER_DAY
+        i = last
+    out = []
+    t = local_ms
+    end = local_ms - into_minute_ms + MINUTE_MS
+    exact = given = 0  # fg*ms/day units, fg
+    for _ in range(minutes):
+        while change <= end:
+            exact += rate * (change - t)
+            t = change
+            i += 1
+            if i > last:
+                i = 0
+                day0 += MS_PER_DAY
+            rate = rates[i]
+            change = change_after(i, day0)
+        exact += rate * (end - t)
+        t = end
+        total = exact // MS_PER_DAY
+        out.append(total - given)
+        given = total
+        end += MINUTE_MS
+    return out
+
+
+def _owed_now_fg(ctl: Controller) -> int:
+    """Basal accrued up to now and not yet delivered (fg). The accumulator is brought up
+    to date at strokes and wake-ups, not continuously, so its owed lags by the time since
+    (it can even read negative mid-run); a copy is accrued to now instead, or a
+    projection would leave out up to a stroke that is already due."""
+    rx = ctl.prescription
+    if rx is None or ctl.therapy.state != "running":
+        return 0
+    acc = BasalAccumulator(ctl.acc.owed, ctl.acc.at_ms)
+    acc.accrue(rx.basal, ctl.local_ms)
+    return max(0, acc.owed) // MS_PER_DAY
+
+
+def _projected_max_window_fg(ctl: Controller, dose_ng: int) -> int:
     """Largest rolling-24 h total from now on if this bolus is given now: past delivery,
-    planned basal (including what is owed) and the bolus spread over its duration."""
+    planned basal (including what is owed) and the bolus, counted whole from this minute.
+    Whole, not spread over its duration: the safety layer lets a bolus run start only if
+    the window already holds room for it, so a bolus granted on a spread projection
+    could be refused at its first stroke, abandoned undelivered and counted in full."""
     rx = ctl.prescription
     now = ctl.now_ms
     past = ctl.history.per_minute(now)
-    local0 = ctl.local_ms
-    owed_fg = max(0, ctl.acc.owed) // MS_PER_DAY if ctl.therapy.state == "running" else 0
     minute0 = now // MINUTE_MS * MINUTE_MS
-    plan = []
-    bolus_fg = dose_ng * FG_PER_NG
-    bolus_minutes = max(1, -(-duration_s // 60))
-    per_minute = basal_per_minute_fg(rx.basal, local0, now - minute0, BUCKETS)
-    for k in range(BUCKETS):
-        f = per_minute[k] + (owed_fg if k == 0 else 0)
-        if k < bolus_minutes:
-            f += bolus_fg // bolus_minutes + (bolus_fg % bolus_minutes if k == 0 else 0)
-        plan.append(f)
+    plan = _basal_plan_fg(rx.basal, ctl.local_ms, now - minute0, BUCKETS)
+    plan[0] += _owed_now_fg(ctl) + dose_ng * FG_PER_NG
     return max_future_window_fg(past, plan)
+
+
+def _dose_limit_lifts_at_ms(ctl: Controller, dose_ng: int) -> int | None:
+    """The first minute from which a patient bolus of dose_ng passes the rolling 24 h
+    check (_projected_max_window_fg), if nothing but the planned basal is given
+    meanwhile; None if not within a day.
+
+    Window j (minutes from now) holds the past minutes still in it and the planned basal
+    up to minute j; a bolus started in minute a must keep every window from a to a + 24 h
+    within the hard limit with its whole dose in it. Windows that end more than a day
+    from now have dropped minutes between now and a, where real delivery (in whole
+    strokes) may lag the smooth plan by a stroke: one stroke is kept in hand there, so a
+    request at the time given is granted."""
+    rx = ctl.prescription
+    now = ctl.now_ms
+    past = ctl.history.per_minute(now)
+    n = len(past)  # minutes a window touches; past[n - 1] is the current minute
+    minute0 = now // MINUTE_MS * MINUTE_MS
+    plan = _basal_plan_fg(rx.basal, ctl.local_ms, now - minute0, 2 * n)
+    plan[0] += _owed_now_fg(ctl)
+    conc = max(rx.concentration_ng_per_ml, ctl.catheter.tip_concentration if ctl.catheter else 0)
+    room = (rx.max_dose_24h_ng - dose_ng) * FG_PER_NG
+    stroke = ctl.limits.stroke_nl * conc
+    past_from = [*reversed([0, *accumulate(reversed(past))])]  # past_from[i] = sum(past[i:])
+    plan_to = [0, *accumulate(plan)]  # plan_to[k] = sum(plan[:k])
+    # w[j]: the window ending j minutes from now, without the bolus
+    w = [past_from[j] + plan_to[j + 1] for j in range(n)]
+    w += [plan_to[j + 1] - plan_to[j - n + 1] for j in range(n, 2 * n)]
+    w_after = [*reversed([0, *accumulate(reversed(w[:n]), max)])]  # w_after[x] = max(w[x:n])
+    late = 0  # max(w[n:n + a]): windows that dropped minutes between now and a
+    for a in range(1, n + 1):
+        late = max(late, w[n + a - 1])
+        if max(w_after[a], late + stroke) <= room:
+            return minute0 + a * MINUTE_MS
+    return None
 
 
 def project_low(ctl: Controller) -> None:
@@ -508,6 +604,7 @@ def set_clock(ctl: Controller, msg: SetClock) -> SetClockAck:
     ctl.clock_offset_s += msg.clock_s - ctl.clock_s
     # Basal is owed for time that passed, not for a jump of the clock.
     ctl.acc.at_ms = ctl.local_ms
+    ctl.replan_basal()  # the schedule's step in force may have changed
     ctl.log_event(LogEvent.CLOCK_SET, msg.clock_s)
     _accept_command(ctl, msg.command_id)
     ctl.dirty("limits", "delivery")

@@ -1,4 +1,5 @@
-"""Start the emulator and a scripted controller as real processes, for the HIL tests.
+"""Start the emulator and a controller (scripted, or the firmware) as real processes,
+for the HIL tests.
 
 Measured pitfalls this module follows:
   * each process is started in its own session (start_new_session) and its whole process
@@ -16,6 +17,12 @@ Use `Procs` as a context manager (the `procs` fixture in the test modules does):
         ctl = procs.controller(emu, [run(1_000, 10, 1_000)])
         emu.sim.sim(SimAdvance(duration_ms=60_000))
         assert ground_truth(emu.sim).strokes_total == 10
+
+The firmware's tests use `firmware_pump(procs, ...)`: the emulator with the controller
+firmware in-process (its default), or with split=True `thecal emulator --split` plus
+`thecal firmware --port ... --state-dir ...` as a third process; the pump model is exact
+(no stroke error) unless told otherwise. It returns a PumpHost: one Client on the host
+port signing as clinician, patient or simulator per request, with command ids counted.
 """
 
 from __future__ import annotations
@@ -38,7 +45,23 @@ from emulator.scripted import Action, ScriptedController
 from protocol import codec
 from protocol.auth import FrameSigner
 from protocol.codes import MessageFamily, Role
-from protocol.messages import HOST_LINK_TYPES, Message, Nak, SimAdvance, SimGroundTruth
+from protocol.messages import (
+    HOST_LINK_TYPES,
+    AlarmAck,
+    BasalStep,
+    BolusRequest,
+    LogRead,
+    Message,
+    Nak,
+    Program,
+    ReadPrescription,
+    RefillBegin,
+    RefillComplete,
+    SimAdvance,
+    SimGroundTruth,
+    Start,
+    Status,
+)
 from protocol.schema import family_of
 from tools.client import Client, NoAnswer, Refused, load_keys
 
@@ -214,6 +237,24 @@ class ControllerProcess(_Process):
         super().__init__(argv, log)
 
 
+class FirmwareProcess(_Process):
+    """`thecal firmware --port PUMP --state-dir DIR` (the real controller) as its own process."""
+
+    def __init__(self, pump_port: str, state_dir: Path, log: Path) -> None:
+        argv = [
+            PYTHON,
+            "-m",
+            "tools.cli",
+            "firmware",
+            "--port",
+            pump_port,
+            "--state-dir",
+            str(state_dir),
+            "--exit-on-stdin-eof",
+        ]
+        super().__init__(argv, log)
+
+
 class Procs:
     """Every process a test starts, killed (by process group) when the test ends."""
 
@@ -245,14 +286,19 @@ class Procs:
         model: Path | None = None,
         seed: int | None = None,
         script: Iterable[dict[str, Any]] | None = None,
+        firmware: bool = False,
     ) -> EmulatorProcess:
         """Without split, the in-process controller is the scripted one running `script`
-        (a harmless one-action script if None, so it is never the firmware)."""
+        (a harmless one-action script if None, so it is never the firmware by accident),
+        or with firmware=True the controller firmware (the emulator's default)."""
         name = self._name("emu")
         sd = state_dir or self.tmp / f"{name}-state"
         argv = list(args)
         if split:
             argv.append("--split")
+        elif firmware:
+            if script is not None:
+                raise HarnessError("firmware=True runs the firmware in-process: no script")
         elif "--script" not in argv:
             actions = list(script) if script is not None else [action(0, "resume")]
             argv += ["--script", str(write_script(self.tmp, actions, f"{name}-script.json"))]
@@ -284,6 +330,18 @@ class Procs:
         elif connect == "state":
             wait_until(lambda: boot_count(emu.state_dir) > boots, f"controller {name} to connect", ctl)
         return ctl
+
+    def firmware(self, emu: EmulatorProcess, state_dir: Path | None = None) -> FirmwareProcess:
+        """Start `thecal firmware` on emu's pump link (split mode) and wait until it has
+        connected (kicked the watchdog). Its keys come from the emulator's state dir
+        unless another directory (with a keys.json) is given."""
+        if emu.pump is None:
+            raise HarnessError("the emulator was not started with --split")
+        name = self._name("fw")
+        fw = FirmwareProcess(emu.pump, state_dir or emu.state_dir, self.tmp / f"{name}.log")
+        self.started.append(fw)
+        wait_alive(emu.sim, fw)
+        return fw
 
 
 def boot_count(state_dir: Path) -> int:
@@ -423,3 +481,154 @@ class RigHost:
 
     def truth(self, tones_from: int = 0):
         return self.sim(SimGroundTruth(tones_from=tones_from))
+
+
+# ---------------------------------------------------------------- the firmware over the host link
+
+
+def read_log(client: Client, from_seq: int = 0, page: int = 32) -> list:
+    """Every event-log entry from from_seq on (LOG_READ page by page, clinician)."""
+    out = []
+    seq = from_seq
+    while True:
+        ack = client.request(LogRead(from_seq=seq, max_entries=page), role=Role.CLINICIAN)
+        out.extend(ack.entries)
+        if not ack.entries or ack.entries[-1].seq + 1 >= ack.next_seq:
+            return out
+        seq = ack.entries[-1].seq + 1
+
+
+def send_and_lose(client: Client, msg: Message, role: Role, timeout_s: float = 5.0) -> Message:
+    """Send a request and lose its answer, as a host whose link dropped the response
+    would: the frame goes out, the pump acts and answers, and the host never reads the
+    answer (it is returned here only so a test can check what was lost)."""
+    client._seq = (client._seq + 1) & 0xFFFF
+    seq = client._seq
+    client.send_raw(codec.encode(msg, seq, client._signers[role]))
+    return client._wait(lambda: client._responses.pop(seq, None), timeout_s)
+
+
+class PumpHost:
+    """The host side of a firmware HIL test: one Client on the pump's host port (one
+    reader per pty), signing as the clinician, the patient or the simulator per request,
+    with command ids counted up from 1. Talks to the pump only through the client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.command_id = 0
+
+    def next_id(self) -> int:
+        self.command_id += 1
+        return self.command_id
+
+    def request(self, msg: Message, role: Role = Role.CLINICIAN, timeout_s: float | None = None) -> Message:
+        return self.client.request(msg, role=role, timeout_s=timeout_s)
+
+    def sim(self, msg: Message, timeout_s: float | None = None) -> Message:
+        return self.client.sim(msg, timeout_s=timeout_s)
+
+    # -- sim-control
+    def advance(self, ms: int) -> int:
+        return advance(self.client, ms, timeout_s=120.0)
+
+    def advance_to(self, time_ms: int) -> int:
+        now = self.truth().time_ms
+        if time_ms < now:
+            raise HarnessError(f"cannot go back from {now} ms to {time_ms} ms")
+        return self.advance(time_ms - now) if time_ms > now else now
+
+    def truth(self, tones_from: int = 0):
+        return ground_truth(self.client, tones_from)
+
+    def tones(self) -> list:
+        """The whole tone history (page by page)."""
+        out: list = []
+        while True:
+            gt = self.truth(len(out))
+            out.extend(gt.tones)
+            if not gt.tones or len(out) >= gt.tones_total:
+                return out
+
+    # -- host requests
+    def status(self, role: Role = Role.CLINICIAN):
+        return self.request(Status(), role)
+
+    def prescription(self):
+        return self.request(ReadPrescription())
+
+    def log(self, from_seq: int = 0) -> list:
+        return read_log(self.client, from_seq)
+
+    def fill(self, added_nl: int, concentration_ng_per_ml: int, drug: str = "morphine", withdrawn_nl: int = 0):
+        """Record a refill (REFILL_BEGIN then REFILL_COMPLETE); the physical side is the
+        caller's (SimRefill), or the fresh pump's initial fill."""
+        self.request(RefillBegin(command_id=self.next_id()))
+        return self.request(
+            RefillComplete(
+                command_id=self.next_id(),
+                withdrawn_nl=withdrawn_nl,
+                added_nl=added_nl,
+                drug=drug,
+                concentration_ng_per_ml=concentration_ng_per_ml,
+            )
+        )
+
+    def program(self, **fields: Any):
+        return self.request(program_message(self.next_id(), **fields))
+
+    def start(self):
+        return self.request(Start(command_id=self.next_id()))
+
+    def press(self):
+        """The patient presses the PTM button."""
+        return self.request(BolusRequest(command_id=self.next_id()), Role.PATIENT)
+
+    def ack(self, alarm):
+        return self.request(AlarmAck(alarm=alarm))
+
+    def events(self, kind: type | None = None) -> list:
+        """Host events received so far (read the port first)."""
+        self.client.poll()
+        return [e for e in self.client.events if kind is None or isinstance(e, kind)]
+
+
+def program_message(command_id: int, **fields: Any):
+    """A PROGRAM request: morphine 5 mg/mL, 1 mg/day flat, no patient bolus, hard limit
+    5 mg, low-reservoir 2 mL, with `fields` overriding. `basal` may be given as
+    (start_s, rate_ng_per_day) pairs; `bolus` as (dose_ng, duration_s, lockout_s, max_per_24h)."""
+    f: dict[str, Any] = {
+        "drug": "morphine",
+        "concentration_ng_per_ml": 5_000_000,
+        "basal": ((0, 1_000_000),),
+        "bolus": (0, 0, 0, 0),
+        "max_dose_24h_ng": 5_000_000,
+        "low_reservoir_ul": 2_000,
+    }
+    f.update(fields)
+    dose, duration, lockout, most = f.pop("bolus")
+    basal = tuple(
+        s if isinstance(s, BasalStep) else BasalStep(start_s=s[0], rate_ng_per_day=s[1]) for s in f.pop("basal")
+    )
+    return Program(
+        command_id=command_id,
+        basal=basal,
+        bolus_dose_ng=dose,
+        bolus_duration_s=duration,
+        bolus_lockout_s=lockout,
+        bolus_max_per_24h=most,
+        **f,
+    )
+
+
+def firmware_pump(procs: Procs, split: bool = False, seed: int | None = None, **model_keys: Any) -> PumpHost:
+    """An emulator running the controller firmware (in-process, or with split=True as
+    `thecal firmware` in its own process), its pump model exact (no stroke error) unless
+    model_keys say otherwise, and the PumpHost talking to it."""
+    keys = {"stroke_error_sd_ppm": 0, **model_keys}
+    model = write_model(procs.tmp, f"{procs._name('model')}.toml", **keys)
+    if split:
+        emu = procs.emulator(split=True, model=model, seed=seed)
+        procs.firmware(emu)
+    else:
+        emu = procs.emulator(split=False, firmware=True, model=model, seed=seed)
+    return PumpHost(emu.sim)
