@@ -115,6 +115,7 @@ class Controller:
         self._probe = False  # a run's report was lost: the next run is one stroke, to learn the odometer
         self.odometer: int | None = None  # the pump's stroke odometer at the last report
         self.last_stroke_ms: int | None = None  # pump time of the last stroke reported
+        self._saved_last_stroke_ms: int | None = None
         self._hw_asked_ms = 0
         self.lockout_until_ms = 0
         self.last_command_id = 0
@@ -208,7 +209,9 @@ class Controller:
         self._orphans.clear()
         self._probe = False
         self.odometer = None
-        self.last_stroke_ms = None
+        # The last stroke's time survives a reset (NVM): a new run after the reset must
+        # still keep the mechanism's minimum interval from it.
+        self.last_stroke_ms = self._saved_last_stroke_ms
         self.send(HwInfoRequest())
         self._hw_asked_ms = self.now_ms
 
@@ -271,6 +274,7 @@ class Controller:
         self.last_command_id = data.get("last_command_id", 0)
         self.recent_command_ids.extend(data.get("recent_command_ids", []))
         self.delivered_total_nl = data.get("delivered_total_nl", 0)
+        self._saved_last_stroke_ms = data.get("last_stroke_ms")
         self.clock_offset_s = data.get("clock_offset_s", 0)
         self.resume_running = data.get("resume_running", False)
         counters = data.get("auth_counters")
@@ -296,6 +300,7 @@ class Controller:
             nvm.save("catheter", self.catheter.to_data() if self.catheter else None)
             nvm.save("reservoir_nl", self.reservoir.volume_nl)
             nvm.save("delivered_total_nl", self.delivered_total_nl)
+            nvm.save("last_stroke_ms", self.last_stroke_ms)
             h = self.history
             if h.dirty_minutes:
                 lo = self.now_ms // 60_000 - (BUCKETS - 1)  # every minute a rolling 24 h touches
