@@ -524,11 +524,20 @@ class Controller:
             target = next((o for o in reversed(self._orphans) if o.run_id == msg.run_id), None)
         new = max(0, msg.strokes_made - target.reported) if target is not None else 0
         known = self.odometer
+        prev_stroke_ms = self.last_stroke_ms
         if new > 0 or (known is not None and msg.odometer_strokes > known):
             self.last_stroke_ms = msg.time_ms
         if known is not None and msg.odometer_strokes - known > new:
             # Strokes made that no report of ours covered (a run's last report was lost).
-            self._account_unreported(msg.odometer_strokes - known - new)
+            # Sceptical: no more than the mechanism could have made since the last stroke.
+            claimed = msg.odometer_strokes - known - new
+            possible = claimed
+            if prev_stroke_ms is not None and self.limits is not None:
+                elapsed = max(0, msg.time_ms - prev_stroke_ms)
+                possible = max(0, elapsed // self.limits.min_stroke_interval_ms + 1 - new)
+            if claimed > possible:
+                self.log_event(LogEvent.DELIVERY_SHORTFALL, claimed, possible)
+            self._account_unreported(min(claimed, possible))
         # (A late report, held up on the link, must not wind the odometer back.)
         self.odometer = msg.odometer_strokes if known is None else max(known, msg.odometer_strokes)
         if target is None:

@@ -182,6 +182,6 @@ class LogEvent(IntEnum):
     NOT_PERMITTED = 17  # arg0 key id (Role), arg1 message type
     NVM_ERROR = 18  # arg0 record id, arg1 slot mask
     WATCHDOG_RESET = 19  # no arguments
-    DELIVERY_SHORTFALL = 20  # arg0 commanded strokes, arg1 made strokes
+    DELIVERY_SHORTFALL = 20  # arg0 strokes commanded (or claimed by the odometer), arg1 made (or counted)
     COMMAND_REFUSED = 21  # arg0 message type, arg1 NAK reason (NakReason); PROGRAM logs PROGRAM_REFUSED
     DELIVERY_MILESTONE = 22  # arg0 mL counted as delivered since manufacture (each whole mL)

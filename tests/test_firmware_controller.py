@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from firmware.config import FirmwareConfig
 from firmware.nvm import MemoryNvm
+from protocol import codec
 from protocol.auth import FrameSigner
 from protocol.codes import (
     AlarmId,
@@ -44,6 +45,7 @@ from protocol.codes import (
 )
 from protocol.framing import encode_body
 from protocol.messages import (
+    PUMP_LINK_TYPES,
     REGISTRY,
     AlarmAck,
     AlarmAckAck,
@@ -84,6 +86,7 @@ from protocol.messages import (
     StatusAck,
     Stop,
     StopAck,
+    Time,
 )
 from protocol.schema import family_of
 from tests.fake_pump import KEYS, FakePump, hw_info
@@ -331,6 +334,27 @@ def test_rule_delivery_counted_per_stroke_report_matches_the_pump_over_a_day():
     assert made == strokes_due(FLAT, 0, DAY - MIN) or made == strokes_due(FLAT, 0, DAY - MIN) - 1
     assert s.reservoir_nl == FILL_NL - made * STROKE_NL
     assert s.dose_24h_ng == made * STROKE_NG
+
+
+def test_rule_an_odometer_jump_beyond_what_the_mechanism_could_make_is_not_counted_as_delivered():
+    p = setup()
+    p.run_until(lambda: len(p.strokes) == 3, H)
+    run = p.run
+    assert run is not None and run.made == 3
+    p.advance(1_000)  # under one min_stroke_interval_ms: at most one stroke could have been made
+    before = status(p)
+    p.send(
+        RunProgress(
+            run_id=run.run_id,
+            strokes_made=run.made,
+            outcome=RunOutcome.IN_PROGRESS,
+            odometer_strokes=p.odometer + 10_000,
+            time_ms=p.now_ms,
+        )
+    )
+    after = status(p)
+    assert before.reservoir_nl - after.reservoir_nl <= STROKE_NL
+    assert after.dose_24h_ng - before.dose_24h_ng <= STROKE_NG
 
 
 # ================================================================ basal during a bolus
@@ -1143,6 +1167,34 @@ def test_rule_any_host_request_gets_exactly_one_answer_and_never_raises(requests
         assert type(reply) is Nak or reply.TYPE == msg.TYPE + 0x20
         p.advance(MIN)
     assert not p.violations
+
+
+def plausible(msg: Message, now_ms: int, odometer: int) -> Message:
+    """A pump-link message with its times and odometer where a working pump could put them."""
+    fields = {f: getattr(msg, f) for f in msg.FIELDS}
+    if "time_ms" in fields:
+        fields["time_ms"] = now_ms + fields["time_ms"] % DAY
+    if "odometer_strokes" in fields:
+        fields["odometer_strokes"] = odometer + fields["odometer_strokes"] % 3
+    return type(msg)(**fields)
+
+
+PUMP_INPUT = st.one_of(
+    messages(Time), messages(RunProgress), messages(Sensors), messages(HostRx), st.binary(max_size=64)
+)
+
+
+@settings(max_examples=scaled(60), deadline=None)
+@given(st.lists(PUMP_INPUT, min_size=1, max_size=10))
+def test_rule_any_pump_link_input_is_answered_with_sleep_until_and_never_raises(items):
+    p = setup()
+    p.advance(5 * MIN)
+    decoder = codec.MessageDecoder(PUMP_LINK_TYPES)
+    for item in items:
+        data = item if isinstance(item, bytes) else codec.encode(plausible(item, p.now_ms, p.odometer), 1)
+        got = decoder.feed(p.ctl.feed(data))
+        assert all(isinstance(g, codec.Received) for g in got)
+        assert isinstance(got[-1].message, SleepUntil)
 
 
 # ================================================================ authentication
