@@ -17,24 +17,19 @@ from __future__ import annotations
 
 import os
 import select
-import struct
-import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from protocol import codec
 from protocol.auth import AuthResult, FrameVerifier
-from protocol.codes import Fault, FrameFlag, Link, NakReason, ResetCause, Role
+from protocol.codes import Fault, Link, NakReason, ResetCause, Role
 from protocol.errors import DecodeError
 from protocol.framing import (
-    AUTH_PREFIX,
-    HEADER,
-    PROTOCOL_VERSION,
     Frame,
     FrameDecoder,
     FrameError,
     FrameErrorKind,
-    encode_frame,
+    frame_body,
     wrap_body,
 )
 from protocol.messages import (
@@ -147,14 +142,6 @@ class PtyPort:
             return b""
         except OSError:
             return None
-
-
-def frame_body(frame: Frame) -> bytes:
-    """The complete body of an intact frame, as relayed inside HOST_RX."""
-    head = HEADER.pack(PROTOCOL_VERSION, frame.msg_type, frame.flags, frame.seq, len(frame.payload)) + frame.payload
-    if frame.auth is not None:
-        head += AUTH_PREFIX.pack(frame.auth.key_id, frame.auth.counter) + frame.auth.tag
-    return head + struct.pack("<I", zlib.crc32(head))
 
 
 class Rig:
@@ -489,11 +476,3 @@ class SimRefused(Exception):
         super().__init__(detail)
         self.reason = reason
         self.field = field
-
-
-def sign_and_frame(msg: Message, seq: int, signer) -> bytes:
-    """Convenience for harnesses: wire bytes of a signed host request."""
-    return encode_frame(msg.TYPE, seq, msg.encode_payload(), signer)
-
-
-__all__ = ["ControllerPort", "FrameFlag", "InProcessPort", "PtyPort", "Rig", "frame_body", "sign_and_frame"]

@@ -21,6 +21,7 @@ from pathlib import Path
 from protocol.codes import Role
 
 from .capture import Capture
+from .clock import RealtimeClock
 from .model import load_model
 from .pump import DEFAULT_RTC_EPOCH_S
 from .rig import InProcessPort, PtyPort, Rig
@@ -169,8 +170,7 @@ class Emulator:
     def _loop(self) -> None:
         rig = self.rig
         stdin = sys.stdin.fileno() if self.opts.exit_on_stdin_eof else None
-        anchor_speed = rig.speed_milli
-        anchor = (rig.now_ms, time.monotonic())
+        clock: RealtimeClock | None = None  # realtime: simulated time follows the wall clock
         while not self._stop:
             fds = [self.host_master]
             if self.pump_master is not None:
@@ -178,15 +178,11 @@ class Emulator:
             if stdin is not None:
                 fds.append(stdin)
             timeout = 0.5
-            if rig.speed_milli:
-                if rig.speed_milli != anchor_speed:
-                    anchor, anchor_speed = (rig.now_ms, time.monotonic()), rig.speed_milli
+            clock = self._realtime(clock)
+            if clock is not None:
                 due = rig.next_due_ms()
                 if due is not None:
-                    wall_due = anchor[1] + (due - anchor[0]) / rig.speed_milli
-                    timeout = min(timeout, max(0.0, wall_due - time.monotonic()))
-            elif anchor_speed:
-                anchor_speed = 0
+                    timeout = min(timeout, max(0.0, clock.wall_at(due) - time.monotonic()))
             host_due = rig.next_host_release_wall_ms()
             if host_due is not None:
                 timeout = min(timeout, max(0.0, (host_due - time.monotonic_ns() // 1_000_000) / 1000))
@@ -210,12 +206,21 @@ class Emulator:
                 if data:
                     rig.pump_bytes(data)
             rig.release_host_noise()
-            if rig.speed_milli:
-                if rig.speed_milli != anchor_speed:
-                    anchor, anchor_speed = (rig.now_ms, time.monotonic()), rig.speed_milli
-                rig.run_until(anchor[0] + int((time.monotonic() - anchor[1]) * rig.speed_milli))
+            clock = self._realtime(clock)
+            if clock is not None:
+                rig.run_until(clock.sim_at(time.monotonic()))
             if time.monotonic() - self._saved_at > SAVE_EVERY_S:
                 self.save()
+
+    def _realtime(self, clock: RealtimeClock | None) -> RealtimeClock | None:
+        """The realtime clock for the rig's speed now: None in lockstep, re-anchored at the
+        current simulated time whenever sim-control changes the speed."""
+        speed = self.rig.speed_milli
+        if not speed:
+            return None
+        if clock is None or clock.speed_milli != speed:
+            return RealtimeClock(self.rig.now_ms, time.monotonic(), speed)
+        return clock
 
     @staticmethod
     def _read(fd: int) -> bytes:

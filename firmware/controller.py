@@ -9,7 +9,6 @@ through HOST_RX / HOST_TX relayed by the pump.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 from protocol import codec
 from protocol.auth import AuthResult, FrameVerifier
@@ -67,7 +66,6 @@ from .reservoir import Reservoir
 from .safety import RunFacts, occlusion_confirmed, run_refusal, strokes_within_limit
 from .therapy import Therapy
 
-FIRMWARE_VERSION = "0.1.0"
 RECENT_COMMANDS = 32
 MILESTONE_NL = 1_000_000  # a log entry for every whole mL delivered
 ANY_RUN = 0xFFFF
@@ -454,16 +452,13 @@ class Controller:
         if msg.motor_stalled and not self.motor_stalled:
             self._fault_stop()
         self.motor_stalled = msg.motor_stalled
-        self.set_condition(AlarmId.MOTOR_STALL, msg.motor_stalled or self._stall_latched())
+        self.set_condition(AlarmId.MOTOR_STALL, msg.motor_stalled)
         if msg.outlet_pressure_pa >= self.config.occlusion_pressure_pa:
             if self.pressure_high_since_ms is None:
                 self.pressure_high_since_ms = self.now_ms
         else:
             self.pressure_high_since_ms = None
         self._check_occlusion()
-
-    def _stall_latched(self) -> bool:
-        return False
 
     def _check_occlusion(self) -> None:
         if occlusion_confirmed(self.pressure_high_since_ms, self.now_ms, self.config.occlusion_dwell_ms):
@@ -849,14 +844,3 @@ def verify_role(ctl: Controller, frame: Frame) -> tuple[Role | None, NakReason |
 
 def is_host_request(msg_type: int) -> bool:
     return msg_type in HOST_LINK_TYPES and family_of(msg_type) is MessageFamily.HOST_REQUEST
-
-
-def snapshot(ctl: Controller) -> dict[str, Any]:
-    """What a test may compare before and after a refused request (state, prescription)."""
-    return {
-        "state": ctl.therapy.state,
-        "prescription": ctl.prescription,
-        "reservoir_nl": ctl.reservoir.volume_nl,
-        "lockout_until_ms": ctl.lockout_until_ms,
-        "last_command_id": ctl.last_command_id,
-    }

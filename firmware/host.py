@@ -63,7 +63,7 @@ from .prescription import MAX_BOLUS_DURATION_S, MIN_BOLUS_DURATION_S, Prescripti
 if TYPE_CHECKING:
     from .controller import Controller
 
-FIRMWARE_VERSION = "0.1.0"
+FIRMWARE_VERSION = "0.1.0"  # reported in HELLO_ACK
 LOG_PAGE_MAX = 32
 CLOCK_MIN_S = 946_684_800  # 2000-01-01
 CLOCK_MAX_S = 4_102_444_800  # 2100-01-01

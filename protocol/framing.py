@@ -119,6 +119,14 @@ def wrap_body(body: bytes) -> bytes:
     return b"\x00" + _cobs_encode(body) + b"\x00"
 
 
+def frame_body(frame: Frame) -> bytes:
+    """The complete body of an intact frame (header to CRC), e.g. to relay or capture it."""
+    head = HEADER.pack(PROTOCOL_VERSION, frame.msg_type, frame.flags, frame.seq, len(frame.payload)) + frame.payload
+    if frame.auth is not None:
+        head += AUTH_PREFIX.pack(frame.auth.key_id, frame.auth.counter) + frame.auth.tag
+    return head + _CRC.pack(_crc32(head))
+
+
 def parse_body(body: bytes, known_types: frozenset[int] | set[int] | None = None) -> Frame | FrameError:
     """Check one decoded body; never raises."""
     n = len(body)

@@ -20,29 +20,15 @@ from protocol import codec
 from protocol.auth import AuthResult, FrameSigner, FrameVerifier, Verdict
 from protocol.codes import NakReason, Role
 from protocol.framing import Frame, FrameError
-from protocol.messages import REGISTRY, BasalStep, BolusRequest, Hello, Message, Program, Status
+from protocol.messages import REGISTRY, BolusRequest, Hello, Message, Program, Status
+from protocol.vectors import reference_prescription
 
 MG = 1_000_000  # ng
 
 
 def reference_program(command_id: int) -> Program:
-    """The reference therapy: morphine 5 mg/mL, flex basal, 0.1 mg PTM bolus."""
-    return Program(
-        command_id=command_id,
-        drug="morphine",
-        concentration_ng_per_ml=5 * MG,
-        basal=(
-            BasalStep(start_s=0, rate_ng_per_day=1 * MG),
-            BasalStep(start_s=7 * 3600, rate_ng_per_day=3 * MG // 2),
-            BasalStep(start_s=22 * 3600, rate_ng_per_day=1 * MG),
-        ),
-        bolus_dose_ng=MG // 10,
-        bolus_duration_s=600,
-        bolus_lockout_s=2 * 3600,
-        bolus_max_per_24h=6,
-        max_dose_24h_ng=3 * MG,
-        low_reservoir_ul=2000,
-    )
+    """The reference therapy (../shared/domain.md), the same one the vectors carry."""
+    return Program(command_id=command_id, **reference_prescription())
 
 
 def _open_pty() -> tuple[int, str, int]:
