@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint format bench clean spec
@@ -11,15 +12,25 @@ PYTEST_ARGS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Everything: tests, lint and the plot extra (the plot tests draw PNGs too).
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev,plot]'
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+# The demo needs only Thecal and the `plot` extra (matplotlib draws therapy.png): a
+# fresh clone's `make demo` skips installing the test and lint tools.
+$(DEMO_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[plot]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/thecal demo
 
+# The firmware's HIL tests run twice: with the firmware in the emulator's process, then
+# with it as its own process over a pty (split mode, `--split`).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --split $(PYTEST_ARGS) tests/test_firmware_hil_*.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,6 +46,7 @@ bench: $(STAMP)
 # Regenerate protocol/SPEC.md and protocol/vectors.json from the message declarations.
 spec: $(STAMP)
 	$(BIN)/thecal spec --write
+	$(BIN)/python -m tools.dissector --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

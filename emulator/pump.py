@@ -249,6 +249,7 @@ class PumpHardware:
                     catheter_dead_volume_nl=m.catheter_dead_volume_nl,
                     battery_eri_mv=m.battery_eri_mv,
                     battery_eos_mv=m.battery_eos_mv,
+                    odometer_strokes=self.odometer,
                 )
             )
         elif t is SensorRequest:
@@ -376,6 +377,7 @@ class PumpHardware:
                 outlet_pressure_pa=min(self.fluid.pressure_pa, 0x7FFFFFFF),
                 motor_stalled=self.motor_state is MotorState.STALLED or self.stall_fault,
                 battery_mv=min(self.battery.mv, 0xFFFF),
+                odometer_strokes=self.odometer,
             )
         )
 

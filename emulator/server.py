@@ -90,17 +90,19 @@ class Emulator:
         self.host_dropped = 0
 
     def _controller_factory(self):
-        """A fresh in-process controller per (re)start. The firmware's NVM object outlives
-        each controller instance, so a power cycle recovers from NVM alone."""
+        """A fresh in-process controller per (re)start, over the firmware's NVM file in the
+        state directory: a power cycle, or a restarted emulator, recovers from it alone."""
         o = self.opts
         if o.controller == "scripted" or o.script:
             return lambda: ScriptedController(list(o.script))
+        from firmware.config import FirmwareConfig
         from firmware.controller import Controller
-        from firmware.nvm import MemoryNvm
+        from firmware.nvm import NVM_FILE, FileNvm
 
-        nvm = MemoryNvm()
+        config = FirmwareConfig()
+        nvm = FileNvm(self.state_dir.path / NVM_FILE, config.log_capacity)
         keys = self.keys
-        return lambda: Controller(keys, nvm)
+        return lambda: Controller(keys, nvm, config=config)
 
     def _host_write(self, data: bytes) -> None:
         view = memoryview(data)

@@ -4,6 +4,7 @@
     keys.json   the host-link keys for each role, owner-only (0600), made on first start
     port        the host port path (the `--link` symlink if one was asked for)
     pump_port   the pump-link port path in --split mode
+    firmware-nvm.bin  the controller firmware's non-volatile memory (firmware/nvm.py)
 
 Files are replaced atomically (write, fsync, rename) so a kill never leaves half a file.
 """

@@ -34,6 +34,11 @@ class FirmwareConfig:
     payout_interval_factor: int = 2
     # Event log ring capacity.
     log_capacity: int = 10_000
+    # Authentication: this many failures (bad tag or replay) with one key inside the
+    # window lock that key out for the lockout time; frames with it are refused meanwhile.
+    auth_max_failures: int = 5
+    auth_failure_window_ms: int = 10 * 60_000
+    auth_lockout_ms: int = 10 * 60_000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -8,6 +8,7 @@ through HOST_RX / HOST_TX relayed by the pump.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 from protocol import codec
@@ -60,7 +61,7 @@ from .dose import FG_PER_NG, MS_PER_DAY, BasalAccumulator, next_change_ms, rate_
 from .druglib import DrugLibrary, load_library
 from .eventlog import EventLog, LogRecord
 from .history import BUCKETS, DeliveryHistory
-from .nvm import MemoryNvm, Nvm
+from .nvm import MemoryNvm, Nvm, NvmFault
 from .prescription import HwLimits, Prescription
 from .reservoir import Reservoir
 from .safety import RunFacts, occlusion_confirmed, run_refusal, strokes_within_limit
@@ -82,9 +83,11 @@ class Controller:
         drugs: DrugLibrary | None = None,
         config: FirmwareConfig | None = None,
     ) -> None:
+        self._made_with = (keys,)  # a reset starts over from these and NVM
         self.config = config or FirmwareConfig()
         self.drugs = drugs or load_library()
         self.nvm = nvm if nvm is not None else MemoryNvm()
+        # Keys to provision on first boot; once NVM holds keys, those are the ones used.
         self.keys = {r: k for r, k in keys.items() if r in (Role.CLINICIAN, Role.PATIENT)}
         self._rx = codec.MessageDecoder(PUMP_LINK_TYPES)
         self._out: list[Message] = []
@@ -114,6 +117,7 @@ class Controller:
         self.odometer: int | None = None  # the pump's stroke odometer at the last report
         self.last_stroke_ms: int | None = None  # pump time of the last stroke reported
         self._saved_last_stroke_ms: int | None = None
+        self._saved_odometer: int | None = None
         self._hw_asked_ms = 0
         self.lockout_until_ms = 0
         self.last_command_id = 0
@@ -129,10 +133,14 @@ class Controller:
         self.motor_stalled = False
         self.last_kick_ms = -1
         self.verifier = FrameVerifier(self.keys)
+        # Per key: failure times inside the window, and the end of its lockout.
+        self.auth_failures: dict[int, list[int]] = {}
+        self.auth_locked_until: dict[int, int] = {}
         self._dirty: set[str] = set()
         self._saved_state = TherapyState.STOPPED
         self.low_at_ms: int | None = None  # projected low-reservoir time
         self._nvm_minutes: set[int] = set()  # history minutes held in NVM (to expire them)
+        self._nvm_order: list[int] = []  # the same minutes as a heap, oldest first
 
     # ------------------------------------------------------------ the pump link
 
@@ -171,6 +179,10 @@ class Controller:
             self.now_ms = max(self.now_ms, msg.time_ms)
             self._on_sensors(msg)
         elif t is PowerOn:
+            if self.powered:
+                # A reset of a controller that kept running (split mode: the same process
+                # gets POWER_ON again): RAM is gone, as on the real part. Only NVM remains.
+                self.__init__(self._made_with[0], self.nvm, self.drugs, self.config)
             self._power_on(msg)
         elif t is HwInfo:
             self._on_hw_info(msg)
@@ -200,13 +212,17 @@ class Controller:
         self.log_event(LogEvent.BOOT, int(msg.reset_cause), msg.boot_count)
         if msg.reset_cause is ResetCause.WATCHDOG:
             self.log_event(LogEvent.WATCHDOG_RESET)
+        self._nvm_faults(self.nvm.faults())
         if self.bolus is not None:
             # A bolus in progress at a reset is abandoned, never resumed, and counts in full.
             self._end_bolus(BolusOutcome.INTERRUPTED)
         self.run = None
         self._orphans.clear()
         self._probe = False
-        self.odometer = None
+        # The odometer as last reported survives too: strokes the mechanism made after that
+        # (a run going on while this controller was dead, until the watchdog stopped it)
+        # show up at the first report after the reset and are counted as delivered.
+        self.odometer = self._saved_odometer
         # The last stroke's time survives a reset (NVM): a new run after the reset must
         # still keep the mechanism's minimum interval from it.
         self.last_stroke_ms = self._saved_last_stroke_ms
@@ -220,6 +236,10 @@ class Controller:
         )
         self.reservoir.capacity_nl = msg.reservoir_capacity_ul * 1000
         self.battery_mv = self.battery_mv or msg.battery_eri_mv + 1
+        if self.run is None and not self._orphans:
+            # Settle the count before any run starts: strokes made after our last report
+            # (a run that went on while this controller was dead) count as delivered.
+            self._odometer_report(msg.odometer_strokes, self.now_ms, 0)
         if self.catheter is None:
             conc = self.prescription.concentration_ng_per_ml if self.prescription else 0
             self.catheter = Catheter(msg.catheter_dead_volume_nl, conc)
@@ -257,6 +277,7 @@ class Controller:
         if "history" in data or "bolus_starts" in data:
             self.history = DeliveryHistory.from_data(data.get("history", {}), data.get("bolus_starts", []))
             self._nvm_minutes = {int(m) for m in data.get("history", {})}
+            self._nvm_order = sorted(self._nvm_minutes)
         if "alarms" in data:
             self.alarms.load(data["alarms"])
         log = data.get("log")
@@ -273,11 +294,44 @@ class Controller:
         self.recent_command_ids.extend(data.get("recent_command_ids", []))
         self.delivered_total_nl = data.get("delivered_total_nl", 0)
         self._saved_last_stroke_ms = data.get("last_stroke_ms")
+        self._saved_odometer = data.get("odometer")
         self.clock_offset_s = data.get("clock_offset_s", 0)
         self.resume_running = data.get("resume_running", False)
+        stored = data.get("keys")
+        if stored:
+            self.keys = {Role(int(r)): bytes.fromhex(k) for r, k in stored.items()}
+        else:
+            self.dirty("keys")  # first boot: provision the keys given into NVM
+        self.verifier = FrameVerifier(self.keys)
         counters = data.get("auth_counters")
         if counters:
             self.verifier.last_counters.update({int(k): v for k, v in counters.items()})
+        for k, (until, failures) in (data.get("auth_lockouts") or {}).items():
+            self.auth_locked_until[int(k)] = until
+            self.auth_failures[int(k)] = list(failures)
+
+    def _nvm_faults(self, faults: list[NvmFault]) -> None:
+        """Log what the store found damaged. A lost record (or an unreadable minute of the
+        delivery history) leaves the controller unable to vouch for its own state: raise
+        the memory-error alarm, which halts therapy until a clinician acknowledges it, and
+        never resume on its own after that."""
+        if not faults:
+            return
+        lost = set()
+        for f in faults:
+            self.log_event(LogEvent.NVM_ERROR, f.record_id, f.slots | (f.position << 2))
+            if f.critical:
+                lost.add(f.record)
+        # Rewrite every record, so damaged copies are replaced at the next commit.
+        self.dirty("state", "prescription", "delivery", "alarms", "log", "limits", "auth", "keys")
+        if not lost:
+            return
+        self.resume_running = False
+        if lost & {"superblock", "history", "bolus_starts"}:
+            # What was delivered in the last 24 h is not known: no patient bolus for a day.
+            self.lockout_until_ms = max(self.lockout_until_ms, self.now_ms + MS_PER_DAY)
+        self.set_condition(AlarmId.MEMORY_ERROR, True)
+        self.set_condition(AlarmId.MEMORY_ERROR, False)  # latched until acknowledged
 
     def dirty(self, *records: str) -> None:
         self._dirty.update(records)
@@ -299,13 +353,22 @@ class Controller:
             nvm.save("reservoir_nl", self.reservoir.volume_nl)
             nvm.save("delivered_total_nl", self.delivered_total_nl)
             nvm.save("last_stroke_ms", self.last_stroke_ms)
+            nvm.save("odometer", self.odometer)
             h = self.history
             if h.dirty_minutes:
                 lo = self.now_ms // 60_000 - (BUCKETS - 1)  # every minute a rolling 24 h touches
                 fresh = {m: h.bucket(m) for m in h.dirty_minutes if m >= lo}
-                expired = [m for m in self._nvm_minutes if m < lo]
-                self._nvm_minutes.difference_update(expired)
-                self._nvm_minutes.update(fresh)
+                held, order = self._nvm_minutes, self._nvm_order
+                expired = []
+                while order and order[0] < lo:
+                    m = heapq.heappop(order)
+                    if m in held:
+                        held.discard(m)
+                        expired.append(m)
+                for m in fresh:
+                    if m not in held:
+                        held.add(m)
+                        heapq.heappush(order, m)
                 nvm.save_items("history", {str(m): f for m, f in fresh.items()}, [str(m) for m in expired])
                 h.dirty_minutes.clear()
             nvm.save("bolus_starts", list(h.bolus_starts))
@@ -328,6 +391,13 @@ class Controller:
             nvm.save("clock_offset_s", self.clock_offset_s)
         if "auth" in d:
             nvm.save("auth_counters", {str(k): v for k, v in self.verifier.last_counters.items()})
+            nvm.save(
+                "auth_lockouts",
+                {str(k): [self.auth_locked_until.get(k, 0), self.auth_failures.get(k, [])] for k in self.keys},
+            )
+        if "keys" in d:
+            nvm.save("keys", {str(int(r)): k.hex() for r, k in self.keys.items()})
+        nvm.commit()
         self._dirty = set()
 
     # ------------------------------------------------------------ log and events
@@ -445,6 +515,10 @@ class Controller:
 
     def _on_sensors(self, msg: Sensors) -> None:
         self.battery_mv = msg.battery_mv
+        if self.run is None and not self._orphans and self.limits is not None:
+            # No run of ours is moving: every stroke the odometer shows is settled now, at
+            # boot above all, before a refill could be recorded on top of an old count.
+            self._odometer_report(msg.odometer_strokes, msg.time_ms, 0)
         hw = self.hw
         if hw is not None:
             self.set_condition(AlarmId.BATTERY_EOS, msg.battery_mv <= hw.battery_eos_mv)
@@ -518,23 +592,7 @@ class Controller:
         else:
             target = next((o for o in reversed(self._orphans) if o.run_id == msg.run_id), None)
         new = max(0, msg.strokes_made - target.reported) if target is not None else 0
-        known = self.odometer
-        prev_stroke_ms = self.last_stroke_ms
-        if new > 0 or (known is not None and msg.odometer_strokes > known):
-            self.last_stroke_ms = msg.time_ms
-        if known is not None and msg.odometer_strokes - known > new:
-            # Strokes made that no report of ours covered (a run's last report was lost).
-            # Sceptical: no more than the mechanism could have made since the last stroke.
-            claimed = msg.odometer_strokes - known - new
-            possible = claimed
-            if prev_stroke_ms is not None and self.limits is not None:
-                elapsed = max(0, msg.time_ms - prev_stroke_ms)
-                possible = max(0, elapsed // self.limits.min_stroke_interval_ms + 1 - new)
-            if claimed > possible:
-                self.log_event(LogEvent.DELIVERY_SHORTFALL, claimed, possible)
-            self._account_unreported(min(claimed, possible))
-        # (A late report, held up on the link, must not wind the odometer back.)
-        self.odometer = msg.odometer_strokes if known is None else max(known, msg.odometer_strokes)
+        self._odometer_report(msg.odometer_strokes, msg.time_ms, new)
         if target is None:
             return
         if new > 0:
@@ -562,6 +620,27 @@ class Controller:
             self.set_condition(AlarmId.DELIVERY_SHORTFALL, True)
             if msg.outcome is RunOutcome.EMPTY:
                 self.set_condition(AlarmId.EMPTY_RESERVOIR, True)
+
+    def _odometer_report(self, odometer: int, time_ms: int, new: int) -> None:
+        """The pump's odometer, with `new` strokes that a report of ours covers."""
+        known = self.odometer
+        prev_stroke_ms = self.last_stroke_ms
+        if new > 0 or (known is not None and odometer > known):
+            self.last_stroke_ms = time_ms
+        if known is not None and odometer - known > new:
+            # Strokes made that no report of ours covered (a run's last report was lost,
+            # or a run went on while this controller was dead until the watchdog stopped
+            # it). Sceptical: no more than the mechanism could have made since the last stroke.
+            claimed = odometer - known - new
+            possible = claimed
+            if prev_stroke_ms is not None and self.limits is not None:
+                elapsed = max(0, time_ms - prev_stroke_ms)
+                possible = max(0, elapsed // self.limits.min_stroke_interval_ms + 1 - new)
+            if claimed > possible:
+                self.log_event(LogEvent.DELIVERY_SHORTFALL, claimed, possible)
+            self._account_unreported(min(claimed, possible))
+        # (A late report, held up on the link, must not wind the odometer back.)
+        self.odometer = odometer if known is None else max(known, odometer)
 
     def _purpose(self, run: Run) -> str:
         """What a run's strokes count as: a bolus run's only while that bolus lasts."""
@@ -828,18 +907,41 @@ class Controller:
         return self.now_ms + max(1, due_local - self.local_ms)
 
 
-def verify_role(ctl: Controller, frame: Frame) -> tuple[Role | None, NakReason | None]:
-    """Authenticate a relayed host frame; log security events; persist counters first."""
+def verify_role(ctl: Controller, frame: Frame) -> tuple[Role | None, NakReason | None, str]:
+    """Authenticate a relayed host frame; log security events; persist counters first.
+    Returns (role, None, "") or (None, NAK reason, detail)."""
+    key = frame.auth.key_id if frame.auth else 0
+    until = ctl.auth_locked_until.get(key, 0)
+    if ctl.now_ms < until:
+        # Not logged frame by frame: a flood must not push the real history out of the log.
+        return None, NakReason.AUTH_FAILED, f"key locked out for {-(-(until - ctl.now_ms) // 1000)} s"
     v = ctl.verifier.check(frame)
     if v.ok:
         ctl.dirty("auth")
-        return v.role, None
-    key = frame.auth.key_id if frame.auth else 0
+        return v.role, None, ""
     if v.result is AuthResult.REPLAYED:
         ctl.log_event(LogEvent.REPLAY_REJECTED, key, frame.msg_type)
-        return None, NakReason.REPLAYED
-    ctl.log_event(LogEvent.AUTH_FAILED, key, frame.msg_type)
-    return None, NakReason.AUTH_FAILED
+        nak, detail = NakReason.REPLAYED, "replay"
+    else:
+        ctl.log_event(LogEvent.AUTH_FAILED, key, frame.msg_type)
+        nak, detail = NakReason.AUTH_FAILED, "authentication failed"
+    _auth_failure(ctl, key)
+    return None, nak, detail
+
+
+def _auth_failure(ctl: Controller, key: int) -> None:
+    """Count a failure against a key the pump holds; too many in the window lock it out."""
+    if key not in ctl.keys:
+        return  # only keys the pump holds are tracked: bounded memory whatever is sent
+    cfg = ctl.config
+    recent = [t for t in ctl.auth_failures.get(key, []) if ctl.now_ms - t < cfg.auth_failure_window_ms]
+    recent.append(ctl.now_ms)
+    if len(recent) >= cfg.auth_max_failures:
+        ctl.auth_locked_until[key] = ctl.now_ms + cfg.auth_lockout_ms
+        ctl.log_event(LogEvent.KEY_LOCKED_OUT, key, cfg.auth_lockout_ms // 1000)
+        recent = []
+    ctl.auth_failures[key] = recent
+    ctl.dirty("auth")
 
 
 def is_host_request(msg_type: int) -> bool:

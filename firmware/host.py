@@ -89,11 +89,9 @@ def handle_frame(ctl: Controller, body: bytes) -> None:
     if not is_host_request(t) or t not in REGISTRY:
         ctl.host_reply(codec.nak_for(t, NakReason.UNKNOWN_TYPE, "", f"0x{t:02X} is not a host request"), seq)
         return
-    role, nak = verify_role(ctl, f)
+    role, nak, detail = verify_role(ctl, f)
     if nak is not None:
-        ctl.host_reply(
-            codec.nak_for(t, nak, "", "authentication failed" if nak is NakReason.AUTH_FAILED else "replay"), seq
-        )
+        ctl.host_reply(codec.nak_for(t, nak, "", detail), seq)
         return
     cls = REGISTRY[t]
     if role not in cls.ROLES:

@@ -1,9 +1,10 @@
 """`thecal firmware`: the controller as its own process on a pump-link pty (split mode).
 
 The process announces itself with CONTROLLER_START, then turns every chunk of bytes from
-the pump into the controller's answer. Keys come from the state directory's key file.
-Its NVM is in memory until issue 5 brings the file-backed store: a restarted process
-starts from nothing.
+the pump into the controller's answer. Its NVM is the file `firmware-nvm.bin` in the
+state directory, so a killed and restarted process recovers from it alone. The keys are
+provisioned from the state directory's key file on first boot; after that the copy in
+NVM is the one used.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import os
 import select
 import sys
+from pathlib import Path
 
 from protocol import codec
 from protocol.messages import ControllerStart
 
+from .config import FirmwareConfig
 from .controller import Controller
-from .nvm import MemoryNvm
+from .nvm import NVM_FILE, FileNvm
 
 
 def run_firmware(port: str, state_dir: str, exit_on_stdin_eof: bool = False) -> int:
@@ -24,12 +27,25 @@ def run_firmware(port: str, state_dir: str, exit_on_stdin_eof: bool = False) -> 
 
     from tools.client import load_keys
 
+    sd = Path(state_dir)
+    nvm_path = sd / NVM_FILE
+    keys = {}
     try:
-        keys = load_keys(os.path.join(state_dir, "keys.json"))
+        keys = load_keys(sd / "keys.json")
+    except FileNotFoundError:
+        if not nvm_path.exists():
+            print(f"thecal firmware: no keys.json in {sd} to provision a new pump from", file=sys.stderr)
+            return 2
     except (OSError, ValueError) as e:
-        print(f"thecal firmware: cannot read keys from {state_dir}: {e}", file=sys.stderr)
+        print(f"thecal firmware: cannot read keys from {sd}: {e}", file=sys.stderr)
         return 2
-    ctl = Controller(keys, MemoryNvm())
+    config = FirmwareConfig()
+    try:
+        nvm = FileNvm(nvm_path, config.log_capacity)
+    except OSError as e:
+        print(f"thecal firmware: cannot open {nvm_path}: {e}", file=sys.stderr)
+        return 2
+    ctl = Controller(keys, nvm, config=config)
     try:
         ser = serial.Serial(port, timeout=0)
     except serial.SerialException as e:

@@ -233,12 +233,13 @@ Sensors = make_message(
         F("outlet_pressure_pa", I32, "outlet pressure above baseline, Pa"),
         F("motor_stalled", Bool(), "1 when the motor is stalled"),
         F("battery_mv", U16, "battery voltage, mV"),
+        F("odometer_strokes", U32, "strokes made since manufacture (a restarted controller settles its count with it)"),
     ),
 )
 HwInfo = make_message(
     0x25,
     "HW_INFO",
-    "The pump hardware's fixed figures (from its pump-model file).",
+    "The pump hardware's fixed figures (from its pump-model file) and its stroke odometer.",
     (
         F("serial", Text(16), "pump serial number"),
         F("reservoir_capacity_ul", U32, "reservoir capacity, uL"),
@@ -249,6 +250,7 @@ HwInfo = make_message(
         F("catheter_dead_volume_nl", U32, "volume between the pump outlet and the catheter tip"),
         F("battery_eri_mv", U16, "elective replacement indicator threshold"),
         F("battery_eos_mv", U16, "end-of-service threshold"),
+        F("odometer_strokes", U32, "strokes made since manufacture: a controller settles its count at boot"),
     ),
 )
 HostRx = make_message(

@@ -231,7 +231,13 @@ def _examples() -> list[tuple[str, Message, int]]:
             RunProgress(run_id=43, strokes_made=3, outcome=RunOutcome.STALLED, odometer_strokes=20_120, time_ms=T_MS),
             4,
         ),
-        ("SENSORS", Sensors(time_ms=T_MS, outlet_pressure_pa=-150, motor_stalled=False, battery_mv=3_050), 5),
+        (
+            "SENSORS",
+            Sensors(
+                time_ms=T_MS, outlet_pressure_pa=-150, motor_stalled=False, battery_mv=3_050, odometer_strokes=48_213
+            ),
+            5,
+        ),
         (
             "HW_INFO",
             HwInfo(
@@ -244,6 +250,7 @@ def _examples() -> list[tuple[str, Message, int]]:
                 catheter_dead_volume_nl=150_000,
                 battery_eri_mv=2_600,
                 battery_eos_mv=2_400,
+                odometer_strokes=48_213,
             ),
             6,
         ),

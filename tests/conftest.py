@@ -43,6 +43,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="long campaigns: the 'long' hypothesis profile, tests marked slow, no per-test timeout",
     )
+    parser.addoption(
+        "--split",
+        action="store_true",
+        default=False,
+        help="firmware HIL tests run the firmware in its own process (`thecal firmware`) instead of in the emulator",
+    )
 
 
 def _long(config: pytest.Config) -> bool:
@@ -50,13 +56,20 @@ def _long(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from tests import harness
+
+    harness.DEFAULT_SPLIT = bool(config.getoption("--split"))
     explicit = os.environ.get(PROFILE_ENV) or config.getoption("--hypothesis-profile", default=None)
     if config.getoption("--long") and not explicit:
         settings.load_profile(LONG_PROFILE)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"thecal: hypothesis profile {settings.get_current_profile_name()!r} ({PROFILE_ENV} or --long)"
+    mode = "split (own process)" if config.getoption("--split") else "in-process"
+    return (
+        f"thecal: hypothesis profile {settings.get_current_profile_name()!r} ({PROFILE_ENV} or --long); "
+        f"firmware HIL tests {mode} (--split)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

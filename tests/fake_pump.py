@@ -12,6 +12,7 @@ can check tones, watchdog kicks, motor commands and host events after the fact.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ def hw_info(**changes: object) -> HwInfo:
         "catheter_dead_volume_nl": 200_000,
         "battery_eri_mv": 3_300,
         "battery_eos_mv": 3_100,
+        "odometer_strokes": 0,
     }
     fields.update(changes)
     return HwInfo(**fields)
@@ -199,6 +201,7 @@ class FakePump:
             outlet_pressure_pa=self.pressure_pa,
             motor_stalled=self.stalled,
             battery_mv=self.battery_mv,
+            odometer_strokes=self.odometer,
         )
 
     def send_sensors(self) -> None:
@@ -233,7 +236,7 @@ class FakePump:
         elif t is Beep:
             self.beeps.append((now, m.pattern))
         elif t is HwInfoRequest:
-            self.queue.append(self.hw)
+            self.queue.append(dataclasses.replace(self.hw, odometer_strokes=self.odometer))
         elif t is SensorRequest:
             self.queue.append(self.sensors())
         elif t is HostTx:

@@ -620,10 +620,15 @@ def program_message(command_id: int, **fields: Any):
     )
 
 
-def firmware_pump(procs: Procs, split: bool = False, seed: int | None = None, **model_keys: Any) -> PumpHost:
-    """An emulator running the controller firmware (in-process, or with split=True as
-    `thecal firmware` in its own process), its pump model exact (no stroke error) unless
-    model_keys say otherwise, and the PumpHost talking to it."""
+DEFAULT_SPLIT = False  # pytest --split sets it (tests/conftest.py)
+
+
+def firmware_pump(procs: Procs, split: bool | None = None, seed: int | None = None, **model_keys: Any) -> PumpHost:
+    """An emulator running the controller firmware (in-process, or split as `thecal
+    firmware` in its own process; None follows pytest's --split), its pump model exact (no
+    stroke error) unless model_keys say otherwise, and the PumpHost talking to it."""
+    if split is None:
+        split = DEFAULT_SPLIT
     keys = {"stroke_error_sd_ppm": 0, **model_keys}
     model = write_model(procs.tmp, f"{procs._name('model')}.toml", **keys)
     if split:

@@ -855,6 +855,7 @@ def test_bug_scripted_controller_without_hw_info_kicked_too_slowly():
                 catheter_dead_volume_nl=0,
                 battery_eri_mv=2,
                 battery_eos_mv=1,
+                odometer_strokes=0,
             ),
             2,
         )

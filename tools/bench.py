@@ -178,29 +178,39 @@ def bench_emulator(days: int = 30, seed: int = 1) -> dict[str, Any]:
     }
 
 
-def bench_firmware(days: int = 30, seed: int = 1) -> dict[str, Any]:
-    """The reference therapy with the real firmware embedded in the emulator, lockstep,
-    every request signed and relayed as over a pty (tools/inprocess.py)."""
+def bench_firmware(days: int = 30, seed: int = 1, split: bool = False, nvm: str = "file") -> dict[str, Any]:
+    """The reference therapy with the real firmware, lockstep, every request signed and
+    relayed as over a pty (tools/inprocess.py). Embedded in the emulator's process (its NVM
+    the real file, or nvm="memory"), or with split=True in its own process over a pty."""
     import resource
+    import tempfile
 
     from protocol.messages import SimGroundTruth, Status
     from tools.inprocess import LocalPump, run_reference
 
-    pump = LocalPump(seed=seed)
-    t0 = time.perf_counter()
-    run = run_reference(pump, days, seed)
-    wall = time.perf_counter() - t0
-    truth = pump.request(SimGroundTruth(tones_from=0))
-    status = pump.request(Status())
+    with tempfile.TemporaryDirectory(prefix="thecal-bench-") as tmp:
+        state_dir = tmp if split or nvm == "file" else None
+        with LocalPump(seed=seed, state_dir=state_dir, split=split) as pump:
+            t0 = time.perf_counter()
+            run = run_reference(pump, days, seed)
+            wall = time.perf_counter() - t0
+            truth = pump.request(SimGroundTruth(tones_from=0))
+            status = pump.request(Status())
+        # Counted once the firmware process has been waited for (LocalPump.close).
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if split else None
     sim_s = days * 86_400
+    target = 200_000 if split else 1_000_000
+    where = "in its own process over a pty" if split else f"embedded, NVM in {'a file' if nvm == 'file' else 'memory'}"
     return {
         "bench": "firmware",
-        "scenario": f"reference therapy, {days} days, lockstep, firmware embedded",
+        "scenario": f"reference therapy, {days} days, lockstep, firmware {where}",
+        "split": split,
+        "nvm": "file" if split else nvm,
         "simulated_s": sim_s,
         "wall_s": round(wall, 3),
         "sim_per_wall": round(sim_s / wall),
-        "target_sim_per_wall": 1_000_000,
-        "meets_target": sim_s / wall >= 1_000_000,
+        "target_sim_per_wall": target,
+        "meets_target": sim_s / wall >= target,
         "events_handled": pump.rig.hw.sched.events_run,
         "boluses_granted": run.granted,
         "boluses_denied": run.denied,
@@ -211,13 +221,16 @@ def bench_firmware(days: int = 30, seed: int = 1) -> dict[str, Any]:
         "reservoir_nl_ground_truth": truth.reservoir_nl,
         "reservoir_nl_firmware": status.reservoir_nl,
         "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "firmware_process_max_rss_kib": child,
         "machine": machine(),
     }
 
 
-def run_bench(what: str, seconds: float = 1.0, repeats: int = 5, days: int = 30) -> dict[str, Any]:
+def run_bench(
+    what: str, seconds: float = 1.0, repeats: int = 5, days: int = 30, split: bool = False, nvm: str = "file"
+) -> dict[str, Any]:
     if what == "firmware":
-        return bench_firmware(days)
+        return bench_firmware(days, split=split, nvm=nvm)
     if what == "codec":
         return bench_codec(seconds, repeats)
     if what == "emulator":

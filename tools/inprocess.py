@@ -7,13 +7,23 @@ use tools.client over real ports instead.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from emulator.model import PumpModel
-from emulator.rig import InProcessPort, Rig
+from emulator.rig import InProcessPort, PtyPort, Rig
+from emulator.server import open_pty
+from emulator.state import StateDir
+from firmware.config import FirmwareConfig
 from firmware.controller import Controller
-from firmware.nvm import MemoryNvm
+from firmware.nvm import NVM_FILE, FileNvm, MemoryNvm
 from protocol import codec
 from protocol.auth import FrameSigner, new_key
 from protocol.codes import BolusDecision, MessageFamily, Role
@@ -34,22 +44,88 @@ MS_PER_DAY = 86_400_000
 
 
 class LocalPump:
-    def __init__(self, model: PumpModel | None = None, seed: int = 0) -> None:
-        self.keys = {r: new_key() for r in Role}
-        self.nvm = MemoryNvm()
+    """The emulator rig in this process. The firmware runs embedded (over MemoryNvm, or
+    over the real NVM file when a state_dir is given), or with split=True as `thecal
+    firmware` in its own process on a pty, as `thecal emulator --split` runs it."""
+
+    def __init__(
+        self,
+        model: PumpModel | None = None,
+        seed: int = 0,
+        state_dir: str | Path | None = None,
+        split: bool = False,
+        idle_timeout_s: float = 2.0,
+    ) -> None:
+        self.proc: subprocess.Popen | None = None
         self._out: list[bytes] = []
+        if split and state_dir is None:
+            raise ValueError("split mode needs a state directory for the firmware's keys and NVM")
+        if state_dir is not None:
+            sd = StateDir(state_dir)
+            self.keys = sd.keys()
+        else:
+            self.keys = {r: new_key() for r in Role}
+        if split:
+            self._master, self._slave, path = open_pty()
+            port: Any = PtyPort(self._master)
+            argv = [sys.executable, "-m", "tools.cli", "firmware", "--port", path, "--state-dir", str(state_dir)]
+            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+                [*argv, "--exit-on-stdin-eof"],
+                stdin=subprocess.PIPE,
+                start_new_session=True,
+            )
+        else:
+            config = FirmwareConfig()
+            self.nvm = (
+                FileNvm(Path(state_dir) / NVM_FILE, config.log_capacity) if state_dir is not None else MemoryNvm()
+            )
+            port = InProcessPort(lambda: Controller(self.keys, self.nvm, config=config))
         self.rig = Rig(
             model or PumpModel(),
-            InProcessPort(lambda: Controller(self.keys, self.nvm)),
+            port,
             self.keys,
             seed=seed,
             host_write=self._out.append,
+            idle_timeout_s=idle_timeout_s,
         )
         self._signers = {r: FrameSigner(r, k) for r, k in self.keys.items()}
         self._rx = codec.MessageDecoder()
         self._seq = 0
         self.events: list[Message] = []
-        self.rig.boot()
+        if split:
+            self._await_controller()
+        else:
+            self.rig.boot()
+
+    def _await_controller(self, timeout_s: float = 20.0) -> None:
+        """Until the firmware process has announced itself and been powered on."""
+        deadline = time.monotonic() + timeout_s
+        while not self.rig.hw.controller_powered:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"thecal firmware exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("thecal firmware did not announce itself")
+            data = self.rig.port.read(0.1)
+            if data:
+                self.rig.pump_bytes(data)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            self.proc = None
+            os.close(self._master)
+            os.close(self._slave)
+
+    def __enter__(self) -> LocalPump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def controller(self) -> Controller:
