@@ -116,6 +116,7 @@ class PumpHardware:
         self.stroke_fault_ppm = 0
         self.controller_busy = False  # sent something, no SLEEP_UNTIL since
         self.controller_powered = False
+        self._volume_rem = 0  # sub-nL stroke volume carried from one stroke to the next (of 1e6)
         self.last_kick_ms: int | None = None  # None: no kick since the controller (re)started
         self._window_from_ms = self.sched.now_ms  # the watchdog window runs from here
         self._watchdog: Timer | None = None
@@ -337,7 +338,11 @@ class PumpHardware:
         ppm = m.stroke_bias_ppm + self.stroke_fault_ppm
         if m.stroke_error_sd_ppm:
             ppm += round(self.rng.gauss(0.0, m.stroke_error_sd_ppm))
-        return max(0, m.stroke_nl * (1_000_000 + ppm) // 1_000_000)
+        # Whole nL per stroke, the remainder carried to the next: rounding each stroke down
+        # would make the pump deliver 0.1 % less than its error model says.
+        total = max(0, m.stroke_nl * (1_000_000 + ppm)) + self._volume_rem
+        self._volume_rem = total % 1_000_000
+        return total // 1_000_000
 
     def _stroke(self) -> None:
         run = self.run
