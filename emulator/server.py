@@ -163,6 +163,7 @@ class Emulator:
         finally:
             self.save()
             self.capture.close()
+            self.state_dir.clear_ports(advertised)
         return 0
 
     def save(self) -> None:

@@ -93,6 +93,17 @@ class StateDir:
         elif pump_file.exists():
             pump_file.unlink()
 
+    def clear_ports(self, host: str) -> None:
+        """On exit: pty numbers are reused, so a port file left behind could lead a later
+        client to another emulator's port. Only our own entry is removed (another emulator
+        may have taken over this state directory since)."""
+        if self.host_port() == host:
+            for name in ("port", "pump_port"):
+                try:
+                    (self.path / name).unlink()
+                except FileNotFoundError:
+                    pass
+
     def host_port(self) -> str | None:
         try:
             return (self.path / "port").read_text().strip() or None

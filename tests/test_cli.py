@@ -18,16 +18,14 @@ def thecal(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*THECAL, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def test_demo_json_shows_each_refusal_for_its_reason():
-    r = thecal("demo", "--json")
+def test_demo_json_is_one_object_and_the_plot_is_written(tmp_path):
+    # The demo starts its own emulator; tests/test_demo.py checks its figures.
+    r = thecal("demo", "--days", "1", "--out", str(tmp_path), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    verdicts = [(s["what"], s["verdict"].split(" (")[0]) for s in doc["steps"]]
-    assert ("PROGRAM", "accepted") in verdicts
-    assert ("PROGRAM", "NAK NOT_PERMITTED") in verdicts  # the patient's key
-    assert ("PROGRAM", "NAK AUTH_FAILED") in verdicts  # the forged frame
-    assert ("BOLUS_REQUEST", "NAK REPLAYED") in verdicts
-    assert doc["frame_errors"] == {"bad_cobs": 1, "bad_crc": 1}
+    assert doc["days"] == 1 and doc["bolus_requests"] == 8
+    assert doc["png"] == str(tmp_path / "therapy.png")
+    assert (tmp_path / "therapy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_codec_prints_one_json_object_with_both_figures():

@@ -579,3 +579,22 @@ def test_bug_client_sat_out_its_read_timeout_on_every_request(procs, tmp_path):
     for _ in range(20):
         ground_truth(sim)
     assert time.monotonic() - t0 < 0.6  # was at least 20 x 50 ms
+
+
+def test_bug_a_stopped_emulator_left_its_port_file_behind(procs, tmp_path):
+    """Bug: the port file outlived the emulator. Pty numbers are reused, so a client
+    reading the stale file could reach another emulator (a confusing AUTH_FAILED, and it
+    would steal that emulator's bytes). Now the emulator removes its port files on exit;
+    the CLI then says no emulator is there (exit 4)."""
+    emu = procs.emulator(model=model(tmp_path))
+    assert (emu.state_dir / "port").exists() and (emu.state_dir / "pump_port").exists()
+    assert emu.stop() == 0
+    assert not (emu.state_dir / "port").exists() and not (emu.state_dir / "pump_port").exists()
+    got = subprocess.run(
+        [PYTHON, "-m", "tools.cli", "--json", "status", "--state-dir", str(emu.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert got.returncode == 4, got.stderr
