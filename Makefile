@@ -28,9 +28,14 @@ demo: $(DEMO_STAMP)
 
 # The firmware's HIL tests run twice: with the firmware in the emulator's process, then
 # with it as its own process over a pty (split mode, `--split`).
+# Then the traceability matrix (docs/safety-requirements.md): every safety requirement
+# needs a passing HIL test, or the run fails.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -n auto --split $(PYTEST_ARGS) tests/test_firmware_hil_*.py
+	$(BIN)/python -m pytest -n auto --trace-report .trace/in-process.json $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --split --trace-report .trace/split.json $(PYTEST_ARGS) tests/test_firmware_hil_*.py
+	$(BIN)/thecal trace --results .trace/in-process.json .trace/split.json > .trace/matrix.txt \
+		|| { cat .trace/matrix.txt; exit 1; }
+	tail -n 1 .trace/matrix.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

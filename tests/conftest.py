@@ -44,6 +44,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="long campaigns: the 'long' hypothesis profile, tests marked slow, no per-test timeout",
     )
     parser.addoption(
+        "--trace-report",
+        metavar="FILE",
+        help="write each req-marked test's requirements and outcome to FILE (for `thecal trace`)",
+    )
+    parser.addoption(
         "--split",
         action="store_true",
         default=False,
@@ -83,3 +88,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# ---------------------------------------------------------------- traceability
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # user_properties travel with the report from xdist workers to the controller.
+    reqs = [r for m in item.iter_markers("req") for r in m.args]
+    if reqs:
+        item.user_properties.append(("req", reqs))
+
+
+_TRACE: dict[str, dict] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    reqs = next((v for k, v in report.user_properties if k == "req"), None)
+    if reqs is None:
+        return
+    t = _TRACE.setdefault(report.nodeid, {"reqs": list(reqs), "outcome": "passed"})
+    if report.failed:
+        t["outcome"] = "failed"
+    elif report.skipped and t["outcome"] != "failed":
+        t["outcome"] = "skipped"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    path = config.getoption("--trace-report")
+    if not path or hasattr(config, "workerinput"):
+        return
+    import json
+    from pathlib import Path
+
+    label = "split" if config.getoption("--split") else "in-process"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"label": label, "tests": _TRACE}, indent=1))

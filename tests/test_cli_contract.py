@@ -330,6 +330,7 @@ def test_info_status_program_start_stop_log(procs):
     assert "refused" in r.stderr
 
 
+@pytest.mark.req("SR-001")
 def test_program_refused_by_the_pump_exits_3_naming_the_field(procs, tmp_path):
     _, cli = pump(procs)
     strong = therapy(tmp_path, "strong", concentration="25 mg/mL")
@@ -362,6 +363,7 @@ def bolus(cli: Cli, reason: str | None, *extra: str) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.req("SR-003", "SR-005", "SR-007")
 def test_each_bolus_denial_reason(procs, tmp_path):
     _, cli = pump(procs)
     cli.json("program", therapy(tmp_path, "a", bolus=("0.1 mg", "5min", "15min", 2)))

@@ -159,6 +159,7 @@ def test_typed_requests_drive_a_therapy(procs):
 # ============================================================ a lost answer
 
 
+@pytest.mark.req("SR-012")
 def test_a_lost_answer_is_resolved_with_status_and_not_resent(procs):
     _, c = firmware(procs, LossyClient)
     c.program(load_program(MORPHINE, c.next_command_id()))

@@ -92,6 +92,7 @@ RUNS = [run(1_000, 10, 100), run(5_000, 64, 100), run(20_000, 7, 250)]
 N_STROKES = 81
 
 
+@pytest.mark.req("SR-009")
 def test_strokes_and_volume_exact_without_stroke_error(procs, tmp_path):
     stroke_nl = 250  # not the default: the model file must be what is used
     emu = procs.emulator(model=model(tmp_path, stroke_nl=stroke_nl))
@@ -151,6 +152,7 @@ def check_watchdog_stop(series, tones, quiet_from_ms: int, commanded: int, first
     assert any(n < final for t, n in series if t < alarms[0])
 
 
+@pytest.mark.req("SR-023")
 def test_watchdog_stops_the_motor_when_the_controller_goes_silent(procs, tmp_path):
     silence_at, interval = 6_000, 500
     emu = procs.emulator(model=model(tmp_path, min_stroke_interval_ms=interval))
@@ -167,6 +169,7 @@ def test_watchdog_stops_the_motor_when_the_controller_goes_silent(procs, tmp_pat
     assert gt.delivered_nl == gt.strokes_total * 500
 
 
+@pytest.mark.req("SR-023")
 def test_watchdog_stops_the_motor_when_the_controller_is_killed(procs, tmp_path):
     interval = 500
     emu = procs.emulator("--idle-timeout", "1", model=model(tmp_path, min_stroke_interval_ms=interval))
@@ -211,6 +214,7 @@ def test_bug_dead_controller_stalled_long_advances(procs, tmp_path):
 # ============================================================ garbage and noise
 
 
+@pytest.mark.req("SR-032")
 def test_host_garbage_never_crashes_and_the_next_frame_is_served(procs, tmp_path):
     emu = procs.emulator(model=model(tmp_path))
     procs.controller(emu, [])
@@ -234,6 +238,7 @@ def test_host_garbage_never_crashes_and_the_next_frame_is_served(procs, tmp_path
     assert emu.alive
 
 
+@pytest.mark.req("SR-032")
 def test_bug_oversize_host_frame_killed_the_emulator(procs, tmp_path):
     """Bug: an intact host frame too long for HOST_RX (payload over 1024 bytes, within
     the framing's 2048) raised EncodeError in the relay and the emulator process died.
@@ -247,6 +252,7 @@ def test_bug_oversize_host_frame_killed_the_emulator(procs, tmp_path):
     assert emu.alive
 
 
+@pytest.mark.req("SR-032")
 def test_pump_link_garbage_never_crashes(procs, tmp_path):
     emu = procs.emulator(model=model(tmp_path))
     rnd = random.Random(4)
@@ -268,6 +274,7 @@ def test_pump_link_garbage_never_crashes(procs, tmp_path):
 
 @pytest.mark.parametrize("where", [WireLink.PUMP, WireLink.HOST])
 @pytest.mark.parametrize("noise", [Fault.LINK_CORRUPT, Fault.LINK_DROP, Fault.LINK_DUPLICATE])
+@pytest.mark.req("SR-038")
 def test_link_noise_is_survived(procs, tmp_path, where, noise):
     interval = 500
     emu = procs.emulator("--idle-timeout", "1", model=model(tmp_path, min_stroke_interval_ms=interval))
@@ -357,6 +364,7 @@ def test_same_scenario_same_seed_gives_identical_captures(procs, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["stdin", "sigterm", "sigint"])
+@pytest.mark.req("SR-037")
 def test_state_directory_survives_a_restart(procs, tmp_path, how):
     sd = tmp_path / "state"
     script = [run(1_000, 20, 200), action(2_000, "beep"), action(9_000, "beep")]
@@ -387,6 +395,7 @@ def test_state_directory_survives_a_restart(procs, tmp_path, how):
 # ============================================================ sim-control
 
 
+@pytest.mark.req("SR-029")
 def test_sim_control_auth_and_replay(procs, tmp_path):
     emu = procs.emulator(model=model(tmp_path))
     procs.controller(emu, [])
@@ -488,6 +497,7 @@ def test_link_over_a_regular_file_is_refused(tmp_path):
 # ============================================================ occlusion
 
 
+@pytest.mark.req("SR-026")
 def test_occlusion_builds_pressure_stalls_and_vents_after_clear(procs, tmp_path):
     interval, stroke_nl, pa_per_nl, stall_pa, vent = 500, 500, 40, 200_000, 50
     m = model(

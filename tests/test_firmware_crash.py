@@ -224,6 +224,7 @@ def run_trials(procs: Procs, kind: str, trials: int, seed: int) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.req("SR-008", "SR-011", "SR-015", "SR-023", "SR-033", "SR-036")
 def test_sigkill_at_random_instants_loses_nothing_and_repeats_nothing(procs, kind, request):
     trials = 25 if request.config.getoption("--long") else 5
     run_trials(procs, kind, trials, seed=KINDS.index(kind) + 1)

@@ -59,6 +59,7 @@ def advance_to_s(pump: PumpHost, time_s: int) -> None:
 # ============================================================ lockout and count
 
 
+@pytest.mark.req("SR-003", "SR-005")
 def test_lockout_and_count_limit(procs):
     """0.1 mg over 10 min, lockout 1 h, at most 3 per rolling 24 h."""
     dose, lockout = 100_000, 3_600
@@ -110,6 +111,7 @@ def test_lockout_and_count_limit(procs):
     assert [e.command_id for e in started] == [c for c, d in requests if d is BolusDecision.GRANTED]
 
 
+@pytest.mark.req("SR-004")
 def test_lockout_after_programming_and_after_refill(procs):
     dose, lockout = 100_000, 1_800
     pump, prog_s = running(procs, (dose, 600, lockout, 6))
@@ -150,6 +152,7 @@ def test_lockout_after_programming_and_after_refill(procs):
 # ============================================================ the rolling 24 h dose limit
 
 
+@pytest.mark.req("SR-006")
 def test_rolling_24h_dose_limit_denies_and_says_when(procs):
     """Basal 1 mg/day, hard limit 1.5 mg per rolling 24 h, 0.1 mg boluses every 15
     minutes: the dose limit binds after a few; the denial names the time from which a
@@ -190,6 +193,7 @@ def rolling_max(samples: list[tuple[int, int]], window_ms: int = DAY) -> int:
     return best
 
 
+@pytest.mark.req("SR-006")
 def test_hard_limit_never_exceeded_by_ground_truth_with_a_press_every_5_minutes(procs):
     """Flex basal 2 / 3 mg a day, 0.25 mg boluses (lockout 15 min, 48 a day allowed),
     hard limit 6 mg: pressing every 5 minutes for two days would give far

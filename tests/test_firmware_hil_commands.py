@@ -108,6 +108,7 @@ REFUSED_PROGRAMS = [
 ]
 
 
+@pytest.mark.req("SR-001", "SR-002")
 def test_every_refused_prescription_changes_nothing_and_names_the_field(procs):
     pump = programmed(procs)
     before = snapshot(pump)
@@ -131,6 +132,7 @@ def test_every_refused_prescription_changes_nothing_and_names_the_field(procs):
     assert pump.prescription().basal[0].rate_ng_per_day == 2 * MG
 
 
+@pytest.mark.req("SR-007")
 def test_program_refused_in_the_wrong_state_changes_nothing(procs):
     """During a refill, or while a bolus is being given, programming is refused
     (WRONG_STATE): logged once as PROGRAM_REFUSED, nothing else changes."""
@@ -155,6 +157,7 @@ def test_program_refused_in_the_wrong_state_changes_nothing(procs):
 # ============================================================ roles and link types
 
 
+@pytest.mark.req("SR-027", "SR-028", "SR-036")
 def test_roles_are_enforced(procs):
     pump = programmed(procs)
     before = snapshot(pump)
@@ -194,6 +197,7 @@ def test_roles_are_enforced(procs):
     assert {e for e, _, _ in refused_log[len(clinician_only) + 1 :]} == {LogEvent.AUTH_FAILED}
 
 
+@pytest.mark.req("SR-031")
 def test_pump_link_and_response_types_on_the_host_link_are_unknown(procs):
     """Pump-link messages (MOTOR_RUN above all) and responses sent as requests on the
     host link, signed with a valid key: UNKNOWN_TYPE, and nothing moves."""
@@ -226,6 +230,7 @@ def test_pump_link_and_response_types_on_the_host_link_are_unknown(procs):
 # ============================================================ command ids
 
 
+@pytest.mark.req("SR-012")
 def test_duplicate_command_id_is_refused(procs):
     pump = programmed(procs, start=False)
     cmd = pump.next_id()
@@ -247,6 +252,7 @@ def test_duplicate_command_id_is_refused(procs):
     assert pump.status().last_command_id == cmd
 
 
+@pytest.mark.req("SR-012")
 def test_lost_response_is_resolved_by_status_not_by_resending(procs):
     """The PTM's bolus request reaches the pump, the answer is lost. STATUS says the
     command was accepted (last_command_id) and the bolus is running; a blind resend with

@@ -99,6 +99,7 @@ def refill(pump: PumpHost, add_nl: int, conc: int, withdraw_nl: int | None = Non
 # ============================================================ basal accuracy
 
 
+@pytest.mark.req("SR-014")
 def test_basal_accuracy_over_7_days_two_step_schedule(procs):
     """Ground truth within one stroke of the schedule's integral at every day boundary
     for a week; rates that are not whole strokes per hour, a step at an odd second."""
@@ -133,6 +134,7 @@ def test_basal_accuracy_over_7_days_two_step_schedule(procs):
 
 
 @pytest.mark.parametrize("new_conc", [10 * MG, 5 * MG // 2], ids=["raised", "lowered"])
+@pytest.mark.req("SR-010")
 def test_concentration_change_at_refill_is_bridged(procs, new_conc):
     """After a refill at a new concentration the catheter (200 uL) still holds the old
     drug: the firmware strokes at the old concentration until it is pushed out, so what
@@ -198,6 +200,7 @@ def run_to_empty(procs, fill_nl: int, hours: int = 6):
     return pump, samples
 
 
+@pytest.mark.req("SR-016", "SR-022")
 def test_low_then_empty_reservoir_alarms_tones_and_delivery_stops(procs):
     pump, samples = run_to_empty(procs, 2_600_000)
     raised = alarm_events(pump)
@@ -234,6 +237,7 @@ def test_low_then_empty_reservoir_alarms_tones_and_delivery_stops(procs):
 
 
 @pytest.mark.parametrize("fill_nl", [2_610_000, 2_600_200], ids=["run-does-not-fit", "stroke-does-not-fit"])
+@pytest.mark.req("SR-016")
 def test_bug_delivery_stopped_silently_just_above_the_empty_level(procs, fill_nl):
     """Bug: a basal run that would have crossed the empty level was refused whole, and
     the controller looked again a minute later, for ever: with a fill that is not a
@@ -252,6 +256,7 @@ def test_bug_delivery_stopped_silently_just_above_the_empty_level(procs, fill_nl
     assert gt.reservoir_nl == st.reservoir_nl
 
 
+@pytest.mark.req("SR-010")
 def test_bug_runs_went_on_past_the_bridge_end(procs):
     """Bug: a stroke run planned while the old drug was at the catheter tip went on after
     the old drug was out, at the old stroke spacing: with the stronger drug each stroke
@@ -331,6 +336,7 @@ def test_split_mode_firmware_process_basal_and_bolus(procs):
 
 
 @pytest.mark.parametrize("change", ["reprogram", "set-clock"])
+@pytest.mark.req("SR-013")
 def test_bug_basal_run_went_on_at_the_old_rate_after_a_change(procs, change):
     """Bug: a basal run is planned at the rate in force up to the next schedule step (64
     strokes at most); when the clinician lowered the rate (4 to 1 mg/day), or set the
@@ -359,6 +365,7 @@ def test_bug_basal_run_went_on_at_the_old_rate_after_a_change(procs, change):
         assert abs(delivered - Fraction(MG * k, 48)) <= stroke_ng(CONC), f"{k / 2} h after the change"
 
 
+@pytest.mark.req("SR-009")
 def test_bug_strokes_closer_than_the_mechanism_allows_across_runs(procs):
     """Bug: the mechanism's fastest pace (HW_INFO min_stroke_interval_ms, 1.8 s) was kept
     within a run only: a bolus ordered just after a basal stroke made its first stroke at
@@ -383,6 +390,7 @@ def test_bug_strokes_closer_than_the_mechanism_allows_across_runs(procs):
     assert done.outcome is BolusOutcome.COMPLETED
 
 
+@pytest.mark.req("SR-035")
 def test_bug_a_reset_forgot_the_oldest_minute_of_the_rolling_24h(procs):
     """Bug: NVM kept 1440 minutes of delivery history while a rolling 24 h touches 1441:
     after a reset the oldest minute, still inside the window, was forgotten, and
@@ -405,6 +413,7 @@ def test_bug_a_reset_forgot_the_oldest_minute_of_the_rolling_24h(procs):
 
 
 @pytest.mark.parametrize("when", ["before-the-first-start", "after-a-stop"])
+@pytest.mark.req("SR-039")
 def test_bug_priming_while_stopped_made_basal_owed_for_the_time_stopped(procs, when):
     """Bug: a priming bolus runs while therapy is stopped, and the delivery step then
     also accrued basal, from the time therapy stopped (or from pump time 0): START found

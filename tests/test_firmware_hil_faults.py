@@ -88,6 +88,7 @@ def alarms(st) -> dict[AlarmId, tuple[Priority, bool]]:
     [(Fault.MOTOR_STALL, AlarmId.MOTOR_STALL), (Fault.OCCLUSION, AlarmId.OCCLUSION)],
     ids=["motor-stall", "occlusion"],
 )
+@pytest.mark.req("SR-020", "SR-021", "SR-022")
 def test_fault_halts_with_high_alarm_and_recovers_only_when_cleared_and_acknowledged(procs, fault, alarm):
     rate = 4 * MG  # a stroke every 54 s
     pump = running(procs, rate)
@@ -202,6 +203,7 @@ def complete(pump: PumpHost, withdrawn_nl: int, added_nl: int, conc: int = CONC)
     )
 
 
+@pytest.mark.req("SR-017")
 def test_refill_discrepancy_raises_an_alarm_within_tolerance_does_not(procs):
     """A refill that went partly into the pocket shows at the next refill: less is
     withdrawn than the firmware expected. 0.5 mL and exactly 1 mL are within the 20 mL
@@ -233,6 +235,7 @@ def test_refill_discrepancy_raises_an_alarm_within_tolerance_does_not(procs):
     assert pump.status().alarms == ()
 
 
+@pytest.mark.req("SR-017")
 def test_refill_discrepancy_from_under_delivery(procs):
     """The mechanism pushes half of each stroke (an injected stroke error): the firmware
     counts full strokes, so at the refill more is withdrawn than it expected."""
@@ -246,6 +249,7 @@ def test_refill_discrepancy_from_under_delivery(procs):
     assert alarms(pump.status()) == {AlarmId.REFILL_DISCREPANCY: (Priority.MEDIUM, False)}
 
 
+@pytest.mark.req("SR-018")
 def test_overfill_is_refused_and_changes_nothing(procs):
     pump = running(procs, 2 * MG)
     expected = begin_refill(pump)
@@ -276,6 +280,7 @@ def test_overfill_is_refused_and_changes_nothing(procs):
 # ============================================================ regressions
 
 
+@pytest.mark.req("SR-021")
 def test_bug_high_alarm_acknowledged_while_its_condition_held_resumed_by_itself(procs):
     """Bug: acknowledging a motor stall while the motor was still stalled (to silence
     it) was taken as the clinician's go-ahead: the moment the stall cleared, therapy
@@ -298,6 +303,7 @@ def test_bug_high_alarm_acknowledged_while_its_condition_held_resumed_by_itself(
 
 
 @pytest.mark.parametrize("how", ["stop-start", "refill", "stall"])
+@pytest.mark.req("SR-014")
 def test_bug_basal_lost_after_delivery_stopped_mid_run(procs, how):
     """Bug: the basal accumulator is brought up to date only between stroke runs, and on
     resuming therapy its clock was simply moved to now. Stopped in the middle of a run
@@ -336,6 +342,7 @@ def test_bug_basal_lost_after_delivery_stopped_mid_run(procs, how):
 # ============================================================ power cycles
 
 
+@pytest.mark.req("SR-011", "SR-015", "SR-035")
 def test_power_cycle_mid_bolus_abandons_it_and_resumes_therapy_from_nvm(procs):
     """Power is cut mid-bolus: the controller comes back from its NVM alone, therapy
     running, the bolus abandoned (never resumed) and counted in full, its lockout kept."""
@@ -368,6 +375,7 @@ def test_power_cycle_mid_bolus_abandons_it_and_resumes_therapy_from_nvm(procs):
     assert len(pump.events(BolusFinished)) == 1 and not pump.status().bolus_active
 
 
+@pytest.mark.req("SR-014")
 def test_bug_basal_lost_after_a_power_cycle_mid_run(procs):
     """Bug: NVM held the basal accumulator as of the start of the stroke run in progress
     (it was brought up to date only between runs), so after a reset mid-run the strokes
@@ -388,6 +396,7 @@ def test_bug_basal_lost_after_a_power_cycle_mid_run(procs):
     assert abs(gt.delivered_ng - expected) <= 2 * STROKE_NG, (gt.delivered_ng, float(expected))
 
 
+@pytest.mark.req("SR-016")
 def test_bug_projected_low_reservoir_time_lost_after_a_reset(procs):
     """Bug: the projected low-reservoir time was computed at programming, bolus starts
     and refills only, so after a reset STATUS said none was foreseen. Now it is
@@ -402,6 +411,7 @@ def test_bug_projected_low_reservoir_time_lost_after_a_reset(procs):
     assert abs(after - projected - 60) <= 108  # a minute later (powered off), within a stroke
 
 
+@pytest.mark.req("SR-035", "SR-036")
 def test_bug_event_log_lost_at_a_reset(procs):
     """Bug: only the log's next sequence number was kept in NVM, so a power cycle
     emptied the event log (every therapy change, alarm and refill before it gone) while
@@ -422,6 +432,7 @@ def test_bug_event_log_lost_at_a_reset(procs):
 # ============================================================ pump-link noise
 
 
+@pytest.mark.req("SR-008", "SR-019")
 def test_bug_delivery_stalled_for_good_when_a_run_report_was_lost(procs):
     """Bug: with bytes dropped on the pump link (0.2 %, so a frame in a dozen or so), a
     lost MOTOR_RUN or a lost last RUN_PROGRESS left the controller waiting for the run
@@ -453,6 +464,7 @@ def test_bug_delivery_stalled_for_good_when_a_run_report_was_lost(procs):
 
 
 @pytest.mark.parametrize("seed", [7, 9, 16, 30])
+@pytest.mark.req("SR-019")
 def test_bug_start_up_hung_when_hw_info_was_lost(procs, seed):
     """Bug: at start-up the controller asked for HW_INFO once and slept with no wake-up
     set; if the request or the answer was lost on the link it stayed starting (no

@@ -76,6 +76,7 @@ def nvm_errors(log) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("which", ["older", "newest", "both"])
+@pytest.mark.req("SR-034")
 def test_damaged_nvm_slot_is_detected_at_boot(procs, which):
     """The older copy damaged: therapy goes on from the newest, and the log says what was
     found. The newest (or both) damaged: the prescription cannot be vouched for, so the
@@ -116,6 +117,7 @@ def test_damaged_nvm_slot_is_detected_at_boot(procs, which):
     assert pump.status().state is TherapyState.RUNNING
 
 
+@pytest.mark.req("SR-034")
 def test_a_damaged_history_minute_halts_and_denies_patient_boluses_for_a_day(procs):
     pump, nvm_file = running(procs)
     reg = layout(10_000)[1]["history"]
@@ -141,6 +143,7 @@ def test_a_damaged_history_minute_halts_and_denies_patient_boluses_for_a_day(pro
 # ============================================================ power cycle during a refill
 
 
+@pytest.mark.req("SR-017")
 def test_power_cycle_during_refill_comes_back_in_refill_and_completes(procs):
     pump, _ = running(procs)
     pump.request(RefillBegin(command_id=pump.next_id()))
@@ -174,6 +177,7 @@ def test_power_cycle_during_refill_comes_back_in_refill_and_completes(procs):
 # ============================================================ refused frames
 
 
+@pytest.mark.req("SR-027", "SR-028")
 def test_wrong_key_and_patient_programming_are_refused_logged_and_change_nothing(procs):
     pump, _ = running(procs)
     before = snapshot(pump)
@@ -195,6 +199,7 @@ def test_wrong_key_and_patient_programming_are_refused_logged_and_change_nothing
     assert new == [(LogEvent.AUTH_FAILED, Role.CLINICIAN), (LogEvent.NOT_PERMITTED, Role.PATIENT)]
 
 
+@pytest.mark.req("SR-029")
 def test_a_replayed_frame_is_refused_also_after_a_power_cycle(procs):
     pump, _ = running(procs)
     signer = pump.client._signers[Role.CLINICIAN]
@@ -216,6 +221,7 @@ def test_a_replayed_frame_is_refused_also_after_a_power_cycle(procs):
     assert len(replays) == 2
 
 
+@pytest.mark.req("SR-030")
 def test_five_failures_lock_the_key_out_for_ten_minutes_across_a_power_cycle(procs):
     pump, _ = running(procs)
     before = snapshot(pump)

@@ -231,8 +231,110 @@ def run_bench(
 ) -> dict[str, Any]:
     if what == "firmware":
         return bench_firmware(days, split=split, nvm=nvm)
+    if what == "latency":
+        return bench_latency()
+    if what == "all":
+        return bench_all(days, seconds, repeats)
     if what == "codec":
         return bench_codec(seconds, repeats)
     if what == "emulator":
         return bench_emulator(days)
     raise ValueError(f"unknown benchmark {what!r}")
+
+
+def bench_latency(requests: int = 2_000) -> dict[str, Any]:
+    """Host round trips over a real pty to a `thecal emulator` process (firmware in the
+    emulator's process): signed STATUS to the controller and back through the relay, and
+    sim-control ground truth answered by the emulator itself. Percentiles of wall time."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from protocol.messages import SimGroundTruth, Status
+    from tools.client import Client
+
+    def percentiles(samples: list[float]) -> dict[str, float]:
+        s = sorted(samples)
+        pick = lambda q: round(s[min(len(s) - 1, int(q * len(s)))] * 1e6)  # noqa: E731 - µs
+        return {"p50_us": pick(0.50), "p99_us": pick(0.99), "max_us": round(s[-1] * 1e6), "n": len(s)}
+
+    with tempfile.TemporaryDirectory(prefix="thecal-bench-") as tmp:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+            [sys.executable, "-m", "tools.cli", "emulator", "--state-dir", tmp, "--exit-on-stdin-eof"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            line = proc.stdout.readline().decode().split()
+            if not line or line[0] != "READY":
+                raise RuntimeError(f"thecal emulator did not start: {line}")
+            with Client.from_state_dir(tmp) as client:
+                for _ in range(50):  # warm up: imports, caches, the controller's boot
+                    client.request(Status())
+                status, sim = [], []
+                for _ in range(requests):
+                    t0 = time.perf_counter()
+                    client.request(Status())
+                    status.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    client.request(SimGroundTruth(tones_from=0))
+                    sim.append(time.perf_counter() - t0)
+        finally:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    return {
+        "bench": "latency",
+        "scenario": "signed request, answer read, over a real pty to `thecal emulator` (firmware in-process)",
+        "status_round_trip": percentiles(status),
+        "sim_ground_truth_round_trip": percentiles(sim),
+        "machine": machine(),
+    }
+
+
+def bench_all(days: int = 30, seconds: float = 1.0, repeats: int = 5) -> dict[str, Any]:
+    """Everything in one document, each figure beside its target (None where none is set)."""
+    import resource
+
+    codec_r = bench_codec(seconds, repeats)
+    latency = bench_latency()
+    emulator = bench_emulator(days)
+    embedded = bench_firmware(days, nvm="file")
+    embedded_mem = bench_firmware(days, nvm="memory")
+    split = bench_firmware(days, split=True)
+
+    def fig(value: float, target: float | None, unit: str, higher_is_better: bool = True) -> dict[str, Any]:
+        meets = None if target is None else (value >= target if higher_is_better else value <= target)
+        return {"value": value, "unit": unit, "target": target, "meets_target": meets}
+
+    return {
+        "bench": "all",
+        "figures": {
+            "codec_status_response": fig(codec_r["status_response_pairs_per_s"]["best"], 100_000, "pairs/s"),
+            "codec_signed_request": fig(codec_r["authenticated_request_pairs_per_s"]["best"], 50_000, "pairs/s"),
+            "host_status_latency_p50": fig(latency["status_round_trip"]["p50_us"], None, "us", False),
+            "host_status_latency_p99": fig(latency["status_round_trip"]["p99_us"], None, "us", False),
+            "emulator_30d_scripted": fig(emulator["sim_per_wall"], None, "x real time"),
+            "firmware_30d_embedded_file_nvm": fig(embedded["sim_per_wall"], 1_000_000, "x real time"),
+            "firmware_30d_embedded_memory_nvm": fig(embedded_mem["sim_per_wall"], 1_000_000, "x real time"),
+            "firmware_30d_split": fig(split["sim_per_wall"], 200_000, "x real time"),
+            "peak_rss": fig(
+                max(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                ),
+                None,
+                "KiB",
+                False,
+            ),
+        },
+        "details": {
+            "codec": codec_r,
+            "latency": latency,
+            "emulator": emulator,
+            "firmware_embedded_file_nvm": embedded,
+            "firmware_embedded_memory_nvm": embedded_mem,
+            "firmware_split": split,
+        },
+        "machine": machine(),
+    }

@@ -224,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--out", default="docs/therapy-states.md")
 
     bench = sub.add_parser("bench", help="benchmarks; print JSON", parents=[jp])
-    bench.add_argument("what", choices=["codec", "emulator", "firmware"], help="what to measure")
+    bench.add_argument(
+        "what", choices=["codec", "emulator", "firmware", "latency", "all"], help="what to measure (all: everything)"
+    )
     bench.add_argument("--days", type=int, default=30, help="simulated days (emulator)")
     bench.add_argument("--seconds", type=float, default=1.0, help="approximate time per measurement")
     bench.add_argument("--repeats", type=int, default=5, help="repeats; the best is reported")
@@ -232,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--nvm", choices=["file", "memory"], default="file", help="firmware embedded: its NVM in a file or in memory"
     )
+
+    trace = sub.add_parser(
+        "trace", help="traceability matrix: safety requirement -> tests -> result (from pytest --trace-report)"
+    )
+    trace.add_argument("--results", nargs="+", required=True, metavar="FILE", help="pytest --trace-report files")
+    trace.add_argument("--requirements", default="docs/safety-requirements.md", help="the requirements document")
+    trace.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
     spec = sub.add_parser("spec", help="generate protocol/SPEC.md and protocol/vectors.json")
     mode = spec.add_mutually_exclusive_group()
@@ -295,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .decode import run_decode
 
         return run_decode(args.capture, args.json)
+    if cmd == "trace":
+        from .trace import run_trace
+
+        return run_trace(args.requirements, args.results, args.json)
     if cmd == "spec":
         from protocol.spec import main as spec_main
 
