@@ -65,6 +65,11 @@ def run_firmware(port: str, state_dir: str, exit_on_stdin_eof: bool = False) -> 
                     data = os.read(fd, 65536)
                 except OSError:
                     return 4
+                if not data:
+                    return 4  # the pump side closed the link
                 out = ctl.feed(data)
                 if out:
-                    os.write(fd, out)
+                    try:
+                        os.write(fd, out)
+                    except OSError:
+                        return 4  # the emulator went away first: device lost, not a crash

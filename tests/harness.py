@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -63,6 +62,7 @@ from protocol.messages import (
     Status,
 )
 from protocol.schema import family_of
+from tools import hil
 from tools.client import Client, NoAnswer, Refused, load_keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,22 +104,12 @@ def write_script(directory: Path, actions: Iterable[dict[str, Any]], name: str =
 
 
 def read_line(fd: int, timeout_s: float) -> bytes:
-    """One line from a raw fd, byte by byte (nothing buffered past the newline).
-    Returns what was read so far (no newline) if the fd closes first."""
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise HarnessError(f"no complete line within {timeout_s:g} s (got {line!r})")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        b = os.read(fd, 1)
-        if not b:
-            return line
-        line += b
-    return line
+    """One line from a raw fd, byte by byte (nothing buffered past the newline); the
+    installable tools.hil has the one implementation."""
+    try:
+        return hil.read_line(fd, timeout_s)
+    except hil.PumpStartError as e:
+        raise HarnessError(str(e)) from None
 
 
 class _Process:

@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import random
-import select
 import signal
 import subprocess
 import sys
@@ -150,20 +149,12 @@ class EmulatorProcess:
 
 
 def _read_line(fd: int, timeout_s: float) -> bytes:
-    """One line from a raw fd, byte by byte, so nothing past the READY line is buffered away."""
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise EmulatorError(f"no READY line from the emulator within {timeout_s:g} s")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            b = os.read(fd, 1)
-            if not b:
-                break
-            line += b
-    return line
+    from .hil import PumpStartError, read_line
+
+    try:
+        return read_line(fd, timeout_s)
+    except PumpStartError:
+        raise EmulatorError(f"no READY line from the emulator within {timeout_s:g} s") from None
 
 
 # ---------------------------------------------------------------- the run
