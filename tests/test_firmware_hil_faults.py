@@ -477,6 +477,13 @@ def test_bug_start_up_hung_when_hw_info_was_lost(procs, seed):
     pump.advance(20_000)
     pump.sim(SimClearFault(fault=Fault.LINK_DROP))
     pump.advance(10_000)
-    gt = pump.truth()
+    # While noise was on the rig waited only 50 ms of wall time for each answer; a split
+    # firmware process on a busy machine may still be catching up. Give it simulated
+    # seconds (well inside the watchdog's five minutes) rather than asserting at once.
+    for _ in range(30):
+        gt = pump.truth()
+        if gt.controller_alive:
+            break
+        pump.advance(1_000)
     assert gt.controller_alive and gt.tones_total == 0
     assert pump.status().state is TherapyState.RUNNING
