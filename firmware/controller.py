@@ -72,7 +72,11 @@ MILESTONE_NL = 1_000_000  # a log entry for every whole mL delivered
 ANY_RUN = 0xFFFF
 HW_INFO_RETRY_MS = 1_000  # ask again this often while HW_INFO has not come
 RUN_REPORT_GRACE_MS = 30_000  # a run's last report this late after its last stroke is lost
+# A run is given up when this many of its stroke reports in a row have not come: a lost
+# MOTOR_RUN (no report at all) is noticed within strokes, not at the end of the whole run.
+RUN_REPORTS_MISSED = 2
 MAX_ORPHANS = 8
+OTHER_KEYS = 0  # the failure count and lockout shared by unsigned frames and unknown key ids
 
 
 class Controller:
@@ -164,6 +168,11 @@ class Controller:
 
     def _on_message(self, msg: Message) -> None:
         t = type(msg)
+        if not self.powered and t is not PowerOn and t is not HostRx:
+            # Nothing is restored before POWER_ON: a report that comes first (held up on
+            # the link from before a reset) would be judged against an empty state, e.g.
+            # a late HW_INFO leaving boot for STOPPED before NVM said RUNNING.
+            return
         if t is RunProgress:
             self.now_ms = max(self.now_ms, msg.time_ms)
             self._on_progress(msg)
@@ -253,7 +262,11 @@ class Controller:
             self.therapy.fire("boot_to_halted")
         elif self._saved_state is TherapyState.REFILL:
             self.therapy.fire("boot_to_refill")
-        elif self._saved_state is TherapyState.HALTED or self.alarms.high_active():
+        elif self._saved_state is TherapyState.HALTED or (
+            # A standing high alarm halts a pump that was running; one a clinician had
+            # stopped comes back stopped (nothing runs in either, and start is refused).
+            self._saved_state is TherapyState.RUNNING and self.alarms.high_active()
+        ):
             self.therapy.fire("boot_to_halted")
         elif self._saved_state is TherapyState.RUNNING and self.therapy.fire("boot_to_running"):
             pass
@@ -393,7 +406,10 @@ class Controller:
             nvm.save("auth_counters", {str(k): v for k, v in self.verifier.last_counters.items()})
             nvm.save(
                 "auth_lockouts",
-                {str(k): [self.auth_locked_until.get(k, 0), self.auth_failures.get(k, [])] for k in self.keys},
+                {
+                    str(int(k)): [self.auth_locked_until.get(k, 0), self.auth_failures.get(k, [])]
+                    for k in (*self.keys, OTHER_KEYS)
+                },
             )
         if "keys" in d:
             nvm.save("keys", {str(int(r)): k.hex() for r, k in self.keys.items()})
@@ -586,6 +602,10 @@ class Controller:
         return stroke_fg(self.limits.stroke_nl, conc)
 
     def _on_progress(self, msg: RunProgress) -> None:
+        if self.limits is None:
+            # Starting (no HW_INFO yet): a report held up on the link from a run before the
+            # reset. That run died with it; HW_INFO's odometer settles the strokes it made.
+            return
         run = self.run
         if run is not None and msg.run_id == run.run_id:
             target = run
@@ -598,6 +618,9 @@ class Controller:
         if new > 0:
             target.reported = msg.strokes_made
             self._account(new, self._purpose(target))
+        if target is run and msg.outcome is RunOutcome.IN_PROGRESS:
+            left = run.strokes - msg.strokes_made
+            run.deadline_ms = max(run.deadline_ms, self._report_deadline(msg.time_ms, left, run.interval_ms))
         if target is run:
             # Everything made before this run is accounted for now.
             self._orphans.clear()
@@ -641,6 +664,13 @@ class Controller:
             self._account_unreported(min(claimed, possible))
         # (A late report, held up on the link, must not wind the odometer back.)
         self.odometer = odometer if known is None else max(known, odometer)
+
+    @staticmethod
+    def _report_deadline(since_ms: int, strokes_left: int, interval_ms: int) -> int:
+        """When a run's next report is overdue: RUN_REPORTS_MISSED stroke reports after
+        `since_ms` (its start, whose first stroke comes at once, or its last report), but
+        never before its last stroke, plus the grace."""
+        return since_ms + min(strokes_left, RUN_REPORTS_MISSED) * interval_ms + RUN_REPORT_GRACE_MS
 
     def _purpose(self, run: Run) -> str:
         """What a run's strokes count as: a bolus run's only while that bolus lasts."""
@@ -777,7 +807,7 @@ class Controller:
         if run_refusal(self._run_facts(strokes * lim.stroke_nl, drug_fg, priming)) is not None:
             return False
         self._run_seq = self._run_seq % 0xFFFE + 1
-        deadline = self.now_ms + strokes * interval_ms + RUN_REPORT_GRACE_MS  # last stroke + interval + grace
+        deadline = self._report_deadline(self.now_ms, strokes, interval_ms)
         bolus_id = self.bolus.command_id if purpose == "bolus" and self.bolus is not None else 0
         self.run = Run(self._run_seq, purpose, strokes, interval_ms, deadline_ms=deadline, bolus_id=bolus_id)
         self.send(MotorRun(run_id=self._run_seq, strokes=strokes, interval_ms=interval_ms))
@@ -823,12 +853,14 @@ class Controller:
                 self._last_poll_ms = now
             wake.append(self._next_poll_ms())
         # Kick on any wake-up once a tenth of the window has passed, and make sure to wake
-        # before four fifths of it: stroke wake-ups usually carry the kick for free.
+        # before two fifths of it: stroke wake-ups usually carry the kick for free. Two
+        # fifths, so that a kick lost on the link is made good by the next one inside the
+        # same window (two kicks apart are at most four fifths of it).
         window = self.hw.watchdog_window_ms
         if self.last_kick_ms < 0 or now - self.last_kick_ms >= window // 10:
             self.send(WatchdogKick())
             self.last_kick_ms = now
-        wake.append(self.last_kick_ms + window * 4 // 5)
+        wake.append(self.last_kick_ms + window * 2 // 5)
         due = min((w for w in wake if w is not None), default=NONE_U64)
         self.send(SleepUntil(wake_at_ms=max(due, now)))
 
@@ -911,7 +943,10 @@ def verify_role(ctl: Controller, frame: Frame) -> tuple[Role | None, NakReason |
     """Authenticate a relayed host frame; log security events; persist counters first.
     Returns (role, None, "") or (None, NAK reason, detail)."""
     key = frame.auth.key_id if frame.auth else 0
-    until = ctl.auth_locked_until.get(key, 0)
+    # Failures are counted per key the pump holds; unsigned frames and every other key id
+    # share one count, so no sender, known or not, can log failures one by one for ever.
+    bucket = key if key in ctl.keys else OTHER_KEYS
+    until = ctl.auth_locked_until.get(bucket, 0)
     if ctl.now_ms < until:
         # Not logged frame by frame: a flood must not push the real history out of the log.
         return None, NakReason.AUTH_FAILED, f"key locked out for {-(-(until - ctl.now_ms) // 1000)} s"
@@ -925,14 +960,14 @@ def verify_role(ctl: Controller, frame: Frame) -> tuple[Role | None, NakReason |
     else:
         ctl.log_event(LogEvent.AUTH_FAILED, key, frame.msg_type)
         nak, detail = NakReason.AUTH_FAILED, "authentication failed"
-    _auth_failure(ctl, key)
+    _auth_failure(ctl, bucket)
     return None, nak, detail
 
 
 def _auth_failure(ctl: Controller, key: int) -> None:
-    """Count a failure against a key the pump holds; too many in the window lock it out."""
-    if key not in ctl.keys:
-        return  # only keys the pump holds are tracked: bounded memory whatever is sent
+    """Count a failure against a key the pump holds (or OTHER_KEYS: unsigned frames and
+    keys it does not hold, together); too many in the window lock it out. Bounded memory
+    whatever is sent: one count per key held, and one more."""
     cfg = ctl.config
     recent = [t for t in ctl.auth_failures.get(key, []) if ctl.now_ms - t < cfg.auth_failure_window_ms]
     recent.append(ctl.now_ms)

@@ -54,6 +54,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="firmware HIL tests run the firmware in its own process (`thecal firmware`) instead of in the emulator",
     )
+    # Campaigns (tests/test_campaign_link.py, tests/test_campaign_fuzz.py; docs/campaigns.md).
+    parser.addoption(
+        "--campaign-shard",
+        default=None,
+        metavar="i/n",
+        help="campaign tests: run only shard i of n (1..n) of each campaign's seeds, for CI jobs on several machines",
+    )
+    parser.addoption(
+        "--campaign-report",
+        default=None,
+        metavar="DIR",
+        help="campaign tests: write each seed's result to DIR (merge them with `thecal campaign merge DIR/*.json`)",
+    )
 
 
 def _long(config: pytest.Config) -> bool:

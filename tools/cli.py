@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--requirements", default="docs/safety-requirements.md", help="the requirements document")
     trace.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
+    from .campaign import add_campaign_parser  # thecal campaign link|fuzz|merge (tools/campaign.py)
+
+    add_campaign_parser(sub, jp)
+
     spec = sub.add_parser("spec", help="generate protocol/SPEC.md and protocol/vectors.json")
     mode = spec.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="rewrite the committed files")
@@ -308,6 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .trace import run_trace
 
         return run_trace(args.requirements, args.results, args.json)
+    if cmd == "campaign":
+        from .campaign import run_campaign_cli
+
+        return run_campaign_cli(args)
     if cmd == "spec":
         from protocol.spec import main as spec_main
 
