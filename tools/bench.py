@@ -292,12 +292,12 @@ def bench_latency(requests: int = 2_000) -> dict[str, Any]:
     }
 
 
-def bench_all(days: int = 30, seconds: float = 1.0, repeats: int = 5) -> dict[str, Any]:
+def bench_all(days: int = 30, seconds: float = 1.0, repeats: int = 5, latency_requests: int = 2_000) -> dict[str, Any]:
     """Everything in one document, each figure beside its target (None where none is set)."""
     import resource
 
     codec_r = bench_codec(seconds, repeats)
-    latency = bench_latency()
+    latency = bench_latency(latency_requests)
     emulator = bench_emulator(days)
     embedded = bench_firmware(days, nvm="file")
     embedded_mem = bench_firmware(days, nvm="memory")
@@ -310,8 +310,10 @@ def bench_all(days: int = 30, seconds: float = 1.0, repeats: int = 5) -> dict[st
     return {
         "bench": "all",
         "figures": {
-            "codec_status_response": fig(codec_r["status_response_pairs_per_s"]["best"], 100_000, "pairs/s"),
-            "codec_signed_request": fig(codec_r["authenticated_request_pairs_per_s"]["best"], 50_000, "pairs/s"),
+            "codec_status_response": fig(codec_r["results"]["status_response_pairs_per_s"]["best"], 100_000, "pairs/s"),
+            "codec_signed_request": fig(
+                codec_r["results"]["authenticated_request_pairs_per_s"]["best"], 50_000, "pairs/s"
+            ),
             "host_status_latency_p50": fig(latency["status_round_trip"]["p50_us"], None, "us", False),
             "host_status_latency_p99": fig(latency["status_round_trip"]["p99_us"], None, "us", False),
             "emulator_30d_scripted": fig(emulator["sim_per_wall"], None, "x real time"),
