@@ -578,6 +578,9 @@ def refill_complete(ctl: Controller, msg: RefillComplete) -> RefillCompleteAck:
     if not (ctl.resume_running and ctl.therapy.fire("finish_refill_running")):
         ctl.therapy.fire("finish_refill_stopped")
     ctl.resume_running = False
+    # The reservoir alarms were cleared for the new fill: raise them again at once if it
+    # is at or below the low (or the empty) level, not at the next stroke (never, stopped).
+    ctl._check_reservoir()
     project_low(ctl)
     return RefillCompleteAck(
         command_id=msg.command_id,

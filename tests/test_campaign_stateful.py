@@ -1,0 +1,1071 @@
+"""Stateful property test: random sequences of host actions against a real rig.
+
+A hypothesis RuleBasedStateMachine drives tools.inprocess.LocalPump (the emulator's Rig
+and the real firmware in one process, every request signed and relayed through the
+codec) with patient and clinician boluses, programs (valid, and invalid ones that must be
+refused and change nothing), start and stop, refills (begin, the physical act, complete;
+withdrawn volume right or wrong, sometimes into the pocket, sometimes at a new
+concentration), clock changes, time advances from seconds to days, injected faults
+(occlusion, motor stall, battery, stroke-volume error within tolerance), alarm
+acknowledgements and power cycles. A fresh pump per example.
+
+After every step (docs/campaigns.md, "Stateful property test", says why each is exact):
+
+  * hard limit: ground-truth drug out of the catheter tip in any rolling 24 h stays within
+    the hard limit in force plus one stroke, checked at every stroke the mechanism makes;
+  * lockout: no patient bolus starts inside its lockout (after the previous patient bolus,
+    a programming or a refill), nor beyond the allotted count per rolling 24 h, from the
+    event log;
+  * no delivery while stopped, in refill or halted (at every stroke, and step by step over
+    the wire);
+  * reservoir: the firmware's estimate follows the physical volume up to the mechanism's
+    own volume error (measured stroke by stroke), from an offset the refill explains;
+  * event log: sequence numbers strictly increase with no gaps, across resets.
+
+Failing examples are saved in hypothesis' example database (.hypothesis/ by default) and
+replayed first on the next run; the report prints the steps as code and a
+@reproduce_failure blob.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from emulator.model import PumpModel
+from protocol.codes import (
+    AlarmId,
+    BeepPattern,
+    BolusDecision,
+    BolusKind,
+    Fault,
+    Link,
+    LogEvent,
+    NakReason,
+    Priority,
+    Role,
+    TherapyState,
+)
+from protocol.messages import (
+    AlarmAck,
+    BasalStep,
+    BolusRequest,
+    ClinicianBolus,
+    LogRead,
+    Message,
+    Nak,
+    Program,
+    ReadPrescription,
+    RefillBegin,
+    RefillComplete,
+    SetClock,
+    SimAdvance,
+    SimClearFault,
+    SimGroundTruth,
+    SimInjectFault,
+    SimPowerCycle,
+    SimRefill,
+    Start,
+    Status,
+    Stop,
+)
+from tests.strategies import scaled
+from tools.inprocess import LocalPump
+
+MG = 1_000_000  # ng
+FG_PER_NG = 1_000_000
+ML = 1_000_000  # nL
+MINUTE = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+MODEL = PumpModel()
+STROKE_NL = MODEL.stroke_nl
+CAP_NL = MODEL.reservoir_capacity_ul * 1000
+EMPTY_NL = 1_000_000  # firmware/config.py empty_reservoir_ul
+DISCREPANCY_NL = 1_000_000  # 20 mL pump: 1 mL
+MIN_INTERVAL_MS = MODEL.min_stroke_interval_ms
+DRUG = "morphine"
+MAX_CONC = 20 * MG  # firmware/drugs.toml: morphine
+MAX_DAILY = 15 * MG
+CONCENTRATIONS = (5 * MG, 2 * MG, 10 * MG, 20 * MG)  # the first is the simplest example's
+RUNNING_OR_HALTED = (TherapyState.RUNNING, TherapyState.HALTED)
+
+LONG = settings.get_current_profile_name() == "long"
+EXAMPLES = scaled(20)
+STEPS = 150 if LONG else 50
+# Per example (PumpCampaign.within_budget): time stops going on once it has made this many
+# strokes or bolus requests.
+STROKE_BUDGET = 40_000 if LONG else 5_000
+PRESS_BUDGET = 3_000 if LONG else 300
+# Time before each step: none, minutes, hours or days (see PumpCampaign.wait).
+WAIT = st.one_of(
+    st.just(0),
+    st.sampled_from([HOUR, DAY, 10 * MINUTE]),
+    st.integers(1, 10 * MINUTE),
+    st.integers(10 * MINUTE, 6 * HOUR),
+    st.integers(6 * HOUR, 3 * DAY),
+)
+
+
+# ================================================================ prescriptions
+
+
+@dataclass(frozen=True)
+class Rx:
+    """A prescription as the host sends it (wire fields)."""
+
+    concentration: int
+    basal: tuple[tuple[int, int], ...]  # (start_s, rate ng/day)
+    bolus: tuple[int, int, int, int] | None  # dose ng, duration s, lockout s, max per 24 h
+    limit: int
+    low_ul: int
+    drug: str = DRUG
+
+    def message(self, command_id: int) -> Program:
+        dose, duration, lockout, most = self.bolus or (0, 0, 0, 0)
+        return Program(
+            command_id=command_id,
+            drug=self.drug,
+            concentration_ng_per_ml=self.concentration,
+            basal=tuple(BasalStep(start_s=s, rate_ng_per_day=r) for s, r in self.basal),
+            bolus_dose_ng=dose,
+            bolus_duration_s=duration,
+            bolus_lockout_s=lockout,
+            bolus_max_per_24h=most,
+            max_dose_24h_ng=self.limit,
+            low_reservoir_ul=self.low_ul,
+        )
+
+    @property
+    def lockout_ms(self) -> int | None:
+        return self.bolus[2] * 1000 if self.bolus else None
+
+
+def daily_basal(basal: tuple[tuple[int, int], ...]) -> Fraction:
+    """ng of basal in a day, exactly."""
+    ends = [s for s, _ in basal[1:]] + [86_400]
+    return sum((Fraction(r * (e - s), 86_400) for (s, r), e in zip(basal, ends, strict=True)), Fraction(0))
+
+
+def bolus_fits(bolus: tuple[int, int, int, int], conc: int) -> bool:
+    """The patient bolus is deliverable at this concentration (firmware/prescription.py's rules)."""
+    dose, duration, _, _ = bolus
+    nl = dose * ML // conc
+    if nl < STROKE_NL:
+        return False
+    strokes = -(-nl // STROKE_NL)
+    return duration * 1000 // strokes >= MIN_INTERVAL_MS
+
+
+@st.composite
+def valid_rx(draw, conc: int) -> Rx:
+    """A prescription the firmware must accept, in realistic ranges, with the hard limit
+    often only a little above basal so that the limits bite. Each draw lists a typical
+    value first: hypothesis starts from (and shrinks to) the first, so the simplest
+    example is a therapy that runs, with a patient bolus and a tight limit."""
+    n = draw(st.integers(1, 3))
+    starts = [0, *sorted(draw(st.sets(st.integers(1, 95).map(lambda q: q * 900), min_size=n - 1, max_size=n - 1)))]
+    # Basal up to 1 mL/day (2000 strokes) and 8 mg/day.
+    top = min(8 * MG, conc)
+    typical = st.sampled_from([MG, 3 * MG // 2, MG // 2, 2 * MG, 3 * MG, MG // 5]).map(lambda r: min(r, top))
+    rates = [draw(st.one_of(typical, st.integers(MG // 20, top), st.just(0) if i else typical)) for i in range(n)]
+    basal = tuple(zip(starts, rates, strict=True))
+    floor = int(daily_basal(basal) + Fraction(max(rates), 1440)) + 1  # basal fits the 24 h + 1 min window
+    bolus = None
+    if draw(st.integers(0, 9)) < 9:
+        stroke_ng = STROKE_NL * conc // ML
+        most = max(stroke_ng, min(2 * MG, conc // 2))  # up to 0.5 mL
+        dose = draw(st.one_of(st.sampled_from([MG // 10, MG // 20, MG // 4, MG // 2]), st.integers(stroke_ng, most)))
+        dose = min(max(dose, stroke_ng), most)
+        strokes = -(-(dose * ML // conc) // STROKE_NL)
+        fastest = max(60, -(-strokes * MIN_INTERVAL_MS // 1000))
+        duration = max(fastest, draw(st.one_of(st.sampled_from([600, 300, 1_800]), st.integers(60, 3_600))))
+        lockout = draw(st.one_of(st.sampled_from([3_600, 7_200, 900, 14_400]), st.integers(900, 86_400)))
+        most_24h = draw(st.one_of(st.sampled_from([6, 4, 12, 2]), st.integers(1, 48)))
+        bolus = (dose, duration, max(lockout, duration), most_24h)
+    room = draw(st.sampled_from([2, 1, 0, Fraction(1, 2), 3, 6, 20]))  # in boluses above basal
+    limit = floor + int(room * (bolus[0] if bolus else MG // 2))
+    limit = min(MAX_DAILY, max(limit, bolus[0] if bolus else 0))
+    low_ul = draw(st.one_of(st.sampled_from([2_000, 3_000, 4_000]), st.integers(1_001, 19_999)))
+    return Rx(conc, basal, bolus, limit, low_ul)
+
+
+def invalid_variants(rx: Rx) -> list[tuple[str, Rx]]:
+    """One rule broken each, with the field the refusal must name."""
+    b = rx.bolus or (min(MG // 10, rx.limit), 600, 3_600, 4)
+    out = [
+        ("drug", replace(rx, drug="aspirin")),
+        ("concentration_ng_per_ml", replace(rx, concentration=0)),
+        ("concentration_ng_per_ml", replace(rx, concentration=MAX_CONC + 1)),
+        ("basal", replace(rx, basal=())),
+        ("basal[0].start_s", replace(rx, basal=((60, rx.basal[0][1]), *rx.basal[1:]))),
+        ("basal[1].start_s", replace(rx, basal=(rx.basal[0], (0, rx.basal[0][1])))),
+        ("basal[1].start_s", replace(rx, basal=(rx.basal[0], (86_400, rx.basal[0][1])))),
+        ("basal[0].rate_ng_per_day", replace(rx, basal=((0, rx.concentration * 25),))),  # 25 mL/day
+        ("basal", replace(rx, basal=((0, MAX_DAILY + 1),), limit=MAX_DAILY)),
+        ("max_dose_24h_ng", replace(rx, limit=MAX_DAILY + 1)),
+        ("basal", replace(rx, limit=max(1, int(daily_basal(rx.basal)) // 2))),
+        ("low_reservoir_ul", replace(rx, low_ul=1_000)),
+        ("low_reservoir_ul", replace(rx, low_ul=CAP_NL // 1000)),
+        ("bolus_dose_ng", replace(rx, bolus=(rx.limit + 1, *b[1:]))),
+        ("bolus_dose_ng", replace(rx, bolus=(0, *b[1:]))),
+        ("bolus_dose_ng", replace(rx, bolus=(STROKE_NL * rx.concentration // ML - 1, *b[1:]))),
+        ("bolus_duration_s", replace(rx, bolus=(b[0], 59, *b[2:]))),
+        ("bolus_duration_s", replace(rx, bolus=(b[0], 3_601, *b[2:]))),
+        ("bolus_lockout_s", replace(rx, bolus=(*b[:2], 899, b[3]))),
+        ("bolus_lockout_s", replace(rx, bolus=(*b[:2], 86_401, b[3]))),
+        ("bolus_max_per_24h", replace(rx, bolus=(*b[:3], 0))),
+        ("bolus_max_per_24h", replace(rx, bolus=(*b[:3], 49))),
+    ]
+    if rx.bolus is not None and rx.bolus[1] > 900:
+        out.append(("bolus_lockout_s", replace(rx, bolus=(*b[:2], b[1] - 1, b[3]))))
+    if b[0] * ML // rx.concentration >= 40 * STROKE_NL and b[0] <= rx.limit:
+        out.append(("bolus_duration_s", replace(rx, bolus=(b[0], 60, max(900, b[2]), b[3]))))  # too fast
+    return out
+
+
+# ================================================================ the ground truth, stroke by stroke
+
+
+@dataclass
+class StrokeRecord:
+    t_ms: int
+    moved_nl: int  # left the reservoir
+    fg: int  # drug out of the catheter tip (or held behind an occlusion), from this stroke
+    nominal_fg: int  # the same had the stroke been exactly nominal (see Tracer)
+    state: str  # the firmware's therapy state when the mechanism made it
+    limit_ng: int  # hard limit in force
+
+
+class Tracer:
+    """Records every stroke the emulated mechanism makes, as it makes it.
+
+    `fg` is what left the catheter tip, counting drug held behind an occlusion as out
+    (it vents when the occlusion clears; the firmware counted it at the stroke). The
+    mechanism's volume error is physical and invisible to the firmware, which counts
+    nominal strokes: `nominal_fg` is what the same stroke would have pushed out of an
+    exactly nominal mechanism (plug flow through the dead volume, the reservoir's drug
+    entering), so the hard limit is checked against min(fg, nominal_fg): what the
+    firmware could have known."""
+
+    def __init__(self, machine: PumpCampaign) -> None:
+        pump = machine.pump
+        fluid = pump.rig.hw.fluid
+        hw = pump.rig.hw
+        self.records: list[StrokeRecord] = []
+        self.nominal: deque[list[int]] = deque()
+        m = hw.model
+        if m.catheter_dead_volume_nl:
+            self.nominal.append([m.catheter_dead_volume_nl, m.initial_concentration_ng_per_ml])
+        orig = fluid.stroke
+
+        def stroke(volume_nl: int):
+            res_nl, res_fg = fluid.reservoir_nl, fluid.reservoir_fg
+            before = fluid.delivered_fg + fluid.pending_fg
+            result = orig(volume_nl)
+            if result.moved_nl:
+                self.records.append(
+                    StrokeRecord(
+                        t_ms=hw.now_ms,
+                        moved_nl=result.moved_nl,
+                        fg=fluid.delivered_fg + fluid.pending_fg - before,
+                        nominal_fg=self._push_nominal(res_fg // res_nl),
+                        state=pump.controller.therapy.state,
+                        limit_ng=machine.limit_ng,
+                    )
+                )
+            return result
+
+        fluid.stroke = stroke
+
+    def _push_nominal(self, conc: int) -> int:
+        segs = self.nominal
+        if not segs:
+            return STROKE_NL * conc
+        if segs[-1][1] == conc:
+            segs[-1][0] += STROKE_NL
+        else:
+            segs.append([STROKE_NL, conc])
+        out, need = 0, STROKE_NL
+        while need:
+            seg = segs[0]
+            take = min(need, seg[0])
+            out += take * seg[1]
+            seg[0] -= take
+            need -= take
+            if seg[0] == 0:
+                segs.popleft()
+        return out
+
+
+# ================================================================ campaign figures
+
+
+@dataclass
+class Figures:
+    examples: int = 0
+    steps: int = 0
+    sim_ms: int = 0
+    state_ms: dict[str, int] = field(default_factory=dict)  # simulated time by therapy state
+    strokes: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
+    alarms: dict[str, int] = field(default_factory=dict)
+    refusals: int = 0
+    worst_window_ratio: float = 0.0  # largest rolling-24 h ground truth / hard limit seen
+    worst_raw_ratio: float = 0.0  # the same with the mechanism's own volume error left in
+    worst_excess_ng: float = float("-inf")  # largest rolling-24 h count minus the hard limit
+    limit_bound_windows: int = 0  # strokes made with the window within one stroke of the limit
+
+    def count(self, table: dict[str, int], key: str) -> None:
+        table[key] = table.get(key, 0) + 1
+
+
+FIGURES = Figures()
+
+
+# ================================================================ the machine
+
+
+def _high(st_ack) -> bool:
+    return any(a.priority is Priority.HIGH for a in st_ack.alarms)
+
+
+@dataclass
+class Refill:
+    expected_nl: int  # what REFILL_BEGIN said the controller expects withdrawn
+    withdrawn_nl: int | None = None  # physical act done: what was withdrawn
+    added_nl: int = 0
+    concentration: int = 0
+
+
+class PumpCampaign(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pump: LocalPump | None = None
+        self.limit_ng = 0
+
+    # ------------------------------------------------------------ plumbing
+
+    def next_id(self) -> int:
+        self.command_id += 1
+        return self.command_id
+
+    def req(self, msg: Message, role: Role = Role.CLINICIAN) -> Message:
+        reply = self.pump.request(msg, role)
+        if isinstance(reply, Nak):
+            FIGURES.refusals += 1
+        return reply
+
+    def sim(self, msg: Message) -> Message:
+        reply = self.pump.request(msg, Role.SIM)
+        assert not isinstance(reply, Nak), reply
+        return reply
+
+    def status(self):
+        self.st = self.req(Status())
+        return self.st
+
+    def truth(self):
+        return self.sim(SimGroundTruth(tones_from=0))
+
+    @property
+    def now_ms(self) -> int:
+        return self.pump.rig.now_ms
+
+    def wait(self, ms: int) -> None:
+        """Time passes before a step: up to days while running; a stopped or halted pump
+        waits hours at most for its clinician, a refill takes minutes."""
+        left = min(ms, {TherapyState.RUNNING: ms, TherapyState.REFILL: 30 * MINUTE}.get(self.st.state, 6 * HOUR))
+        while left > 0 and self.within_budget():  # in 6 h steps, so the budget is not overrun by days
+            step = min(left, 6 * HOUR)
+            self.advance_ms(step)
+            left -= step
+
+    def within_budget(self) -> bool:
+        """Time goes on while the example has made fewer strokes than STROKE_BUDGET and
+        asked for fewer patient boluses than PRESS_BUDGET: they cost the run time (a third
+        of a millisecond a stroke, 3 ms a bolus request that reaches the 24 h projection)."""
+        return len(self.trace.records) < STROKE_BUDGET and self.presses < PRESS_BUDGET
+
+    def advance_ms(self, ms: int) -> None:
+        self.sim(SimAdvance(duration_ms=ms))
+
+    def expect_nak(self, reply: Message, reason: NakReason, field: str | None = None) -> None:
+        assert isinstance(reply, Nak), f"expected a {reason.name} refusal, got {reply}"
+        assert reply.reason is reason, reply
+        if field is not None:
+            assert reply.field == field, reply
+
+    def unchanged(self, before, what: str) -> None:
+        """A refusal changed nothing the host can see."""
+        after = self.req(Status())
+        keep = ("state", "drug", "concentration_ng_per_ml", "reservoir_nl", "lockout_remaining_s", "last_command_id")
+        for k in (*keep, "max_dose_24h_ng", "max_boluses_24h", "bolus_active"):
+            assert getattr(after, k) == getattr(before, k), f"refused {what} changed {k}: {before} -> {after}"
+        assert self.req(ReadPrescription()) == self.rx_read, f"refused {what} changed the prescription"
+
+    # ------------------------------------------------------------ set-up
+
+    @initialize(
+        sd_ppm=st.sampled_from([0, 10_000]),
+        seed=st.integers(0, 2**16),
+        conc=st.sampled_from(CONCENTRATIONS),
+        fill_ul=st.integers(3_000, 20_000),
+        data=st.data(),
+    )
+    def setup(self, sd_ppm: int, seed: int, conc: int, fill_ul: int, data) -> None:
+        model = replace(
+            MODEL, stroke_error_sd_ppm=sd_ppm, initial_fill_ul=fill_ul, initial_concentration_ng_per_ml=conc
+        )
+        self.pump = LocalPump(model, seed=seed)
+        self.command_id = 0
+        self.rx: Rx | None = None
+        self.conc = conc  # what the reservoir physically holds
+        self.lockout_until_ms = 0  # the model's: patient bolus starts, programming, refills
+        self.patient_starts: list[int] = []  # ms
+        self.requests: dict[int, tuple[int, Rx]] = {}  # patient bolus command id -> (ms, rx in force)
+        # (what, command id, pump ms, lockout ms it sets) of each PROGRAM and REFILL_COMPLETE
+        # sent, in order, to be matched with the log's entries
+        self.lockout_events: deque[tuple[str, int, int | None, int | None]] = deque()
+        self.log_next = 1
+        self.log_lockout_ms = 0
+        self.log_starts: list[int] = []
+        self.refill: Refill | None = None
+        self.presses = 0
+        self.faults: dict[Fault, int] = {}
+        self.trace = Tracer(self)
+        self.seen = 0  # trace records checked
+        self.window: deque[tuple[int, int, int]] = deque()  # (t, fg counted, raw fg)
+        self.window_fg = self.window_raw = 0
+        self.max_conc = conc
+        self.offset_nl = 0  # firmware estimate minus physical, as the last refill left it
+        self.drift_nl = 0  # sum of (moved - nominal) since
+        self.prev: tuple | None = None
+        FIGURES.examples += 1
+        # The pump was filled at implant: record the fill, program, start.
+        self.rx_read = self.req(ReadPrescription())
+        self._begin()
+        self.refill = replace(self.refill, withdrawn_nl=0, added_nl=fill_ul * 1000, concentration=conc)
+        self._complete(0, self.refill.added_nl, conc)
+        self._program(data.draw(valid_rx(conc)))
+        if data.draw(st.integers(0, 9)) < 9:
+            self.start()
+
+    def teardown(self) -> None:
+        if self.pump is not None:
+            self.pump.close()
+
+    # ------------------------------------------------------------ therapy commands
+
+    def _program(self, rx: Rx) -> None:
+        before = self.status()
+        cid = self.next_id()
+        reply = self.req(rx.message(cid))
+        if before.state is TherapyState.REFILL or before.bolus_active:
+            self.expect_nak(reply, NakReason.WRONG_STATE)
+            self.unchanged(before, "PROGRAM")
+            self.lockout_events.append(("refused", cid, None, None))
+            return
+        assert not isinstance(reply, Nak), f"valid prescription refused: {reply} for {rx}"
+        self.rx = rx
+        self.limit_ng = rx.limit
+        self.rx_read = self.req(ReadPrescription())
+        if rx.bolus is not None:
+            self.lockout_until_ms = max(self.lockout_until_ms, self.now_ms + rx.lockout_ms)
+        self.lockout_events.append(("program", cid, self.now_ms, rx.lockout_ms))
+
+    @rule(wait=WAIT, data=st.data())
+    def program_valid(self, wait: int, data) -> None:
+        self.wait(wait)
+        self._program(data.draw(valid_rx(self.rx.concentration)))
+
+    def start(self) -> None:
+        before = self.status()
+        reply = self.req(Start(command_id=self.next_id()))
+        ok = before.state is TherapyState.STOPPED and not _high(before) and before.reservoir_nl >= EMPTY_NL + STROKE_NL
+        if ok:
+            assert not isinstance(reply, Nak) and reply.state is TherapyState.RUNNING, reply
+        else:
+            self.expect_nak(reply, NakReason.WRONG_STATE)
+            self.unchanged(before, "START")
+
+    def stop(self) -> None:
+        before = self.status()
+        reply = self.req(Stop(command_id=self.next_id()))
+        if before.state in RUNNING_OR_HALTED:
+            assert not isinstance(reply, Nak) and reply.state is TherapyState.STOPPED, reply
+        else:
+            self.expect_nak(reply, NakReason.WRONG_STATE)
+            self.unchanged(before, "STOP")
+
+    @rule(wait=WAIT, start=st.booleans())
+    def start_or_stop(self, wait: int, start: bool) -> None:
+        self.wait(wait)
+        self.start() if start else self.stop()
+
+    # ------------------------------------------------------------ boluses
+
+    def _press(self) -> BolusDecision:
+        st_ack = self.status()
+        rx = self.rx
+        now = self.now_ms
+        in_window = [t for t in self.patient_starts if now - t < DAY]
+        # The cheap rules, in the firmware's order, are predicted exactly.
+        if st_ack.state is not TherapyState.RUNNING:
+            want = BolusDecision.NOT_RUNNING
+        elif rx.bolus is None:
+            want = BolusDecision.NO_PATIENT_BOLUS
+        elif _high(st_ack):
+            want = BolusDecision.ALARM_ACTIVE
+        elif st_ack.bolus_active:
+            want = BolusDecision.BOLUS_IN_PROGRESS
+        elif now < self.lockout_until_ms:
+            want = BolusDecision.LOCKOUT
+        elif len(in_window) >= rx.bolus[3]:
+            want = BolusDecision.COUNT_LIMIT
+        else:
+            want = None  # DOSE_LIMIT, RESERVOIR or GRANTED
+        if rx.bolus is not None:
+            assert st_ack.lockout_remaining_s == max(0, -(-(self.lockout_until_ms - now) // 1000)), (
+                st_ack,
+                self.lockout_until_ms,
+                now,
+            )
+            assert st_ack.boluses_24h == len(in_window), (st_ack, in_window)
+        cid = self.next_id()
+        self.presses += 1
+        ack = self.req(BolusRequest(command_id=cid), Role.PATIENT)
+        assert not isinstance(ack, Nak), ack
+        FIGURES.count(FIGURES.decisions, ack.decision.name.lower())
+        if want is not None:
+            assert ack.decision is want, f"expected {want.name}, got {ack} ({st_ack})"
+        else:
+            assert ack.decision in (BolusDecision.DOSE_LIMIT, BolusDecision.RESERVOIR, BolusDecision.GRANTED), ack
+        if ack.decision is BolusDecision.GRANTED:
+            dose = rx.bolus[0]
+            assert ack.dose_ng == dose and ack.duration_s == rx.bolus[1], ack
+            assert st_ack.reservoir_nl - dose * ML // rx.concentration >= EMPTY_NL
+            self.patient_starts.append(now)
+            self.requests[cid] = (now, rx)
+            self.lockout_until_ms = now + rx.lockout_ms
+        return ack.decision
+
+    @rule(wait=WAIT)
+    def press(self, wait: int) -> None:
+        """The patient presses the button."""
+        self.wait(wait)
+        self._press()
+
+    @precondition(lambda self: self.st.state is TherapyState.RUNNING and self.within_budget())
+    @rule(
+        hours=st.one_of(st.sampled_from([24, 48, 12, 72]), st.integers(1, 72)),
+        every_min=st.sampled_from([30, 5, 15, 60, 120]),
+    )
+    def press_often(self, hours: int, every_min: int) -> None:
+        """The patient presses every few minutes for hours: the lockout, the count and
+        the rolling 24 h limit all come into play."""
+        for _ in range(hours * 60 // every_min):
+            if not self.within_budget():
+                break
+            self.advance_ms(every_min * MINUTE)
+            self._press()
+
+    @rule(
+        wait=WAIT,
+        dose=st.one_of(st.integers(1, MG), st.integers(1, 16 * MG)),
+        duration=st.one_of(st.integers(60, 3_600), st.integers(0, 4_000)),
+    )
+    def clinician_bolus(self, wait: int, dose: int, duration: int) -> None:
+        self.wait(wait)
+        before = self.status()
+        rx = self.rx
+        strokes = max(1, (dose * FG_PER_NG + STROKE_NL * rx.concentration // 2) // (STROKE_NL * rx.concentration))
+        reply = self.req(ClinicianBolus(command_id=self.next_id(), dose_ng=dose, duration_s=duration))
+        if before.state is not TherapyState.RUNNING or before.bolus_active:
+            self.expect_nak(reply, NakReason.WRONG_STATE)
+        elif dose > rx.limit:
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "dose_ng")
+        elif not 60 <= duration <= 3_600 or duration * 1000 // strokes < MIN_INTERVAL_MS:
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "duration_s")
+        elif isinstance(reply, Nak):
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "dose_ng")  # the 24 h limit or the reservoir
+        else:
+            assert reply.volume_nl == dose * ML // rx.concentration, reply
+            FIGURES.count(FIGURES.actions, "clinician bolus")
+            return
+        self.unchanged(before, "CLINICIAN_BOLUS")
+
+    # ------------------------------------------------------------ refills
+
+    def _begin(self) -> bool:
+        before = self.status()
+        reply = self.req(RefillBegin(command_id=self.next_id()))
+        if before.state in (TherapyState.STOPPED, TherapyState.RUNNING, TherapyState.HALTED):
+            assert not isinstance(reply, Nak), reply
+            assert reply.expected_reservoir_nl == before.reservoir_nl, (reply, before)
+            self.refill = Refill(reply.expected_reservoir_nl)
+            return True
+        self.expect_nak(reply, NakReason.WRONG_STATE)
+        self.unchanged(before, "REFILL_BEGIN")
+        return False
+
+    def _physical(self, kind: str, fill_ul: int, part: int, conc: int) -> None:
+        """The needle: withdraw everything (or a part, or nothing when the injection goes
+        into the pocket), then inject. A new concentration only after withdrawing it all
+        into a reservoir that takes it: a mix, or drug in the pocket, at a concentration the
+        firmware is not told of defeats any limit it could keep, and is no test of it."""
+        phys = self.truth().reservoir_nl
+        withdraw = {"full": CAP_NL, "new drug": CAP_NL, "partial": phys * part // 100, "pocket": 0}[kind]
+        if kind != "new drug" or (self.rx.bolus is not None and not bolus_fits(self.rx.bolus, conc)):
+            conc = self.conc
+        add = min(fill_ul * 1000, CAP_NL - (phys - min(withdraw, phys)))
+        ack = self.sim(
+            SimRefill(withdraw_nl=withdraw, add_nl=add, concentration_ng_per_ml=conc, into_pocket=kind == "pocket")
+        )
+        self.refill = replace(self.refill, withdrawn_nl=ack.withdrawn_nl, added_nl=add, concentration=conc)
+        if kind != "pocket":
+            self.conc = conc
+            self.max_conc = max(self.max_conc, conc)
+        FIGURES.count(FIGURES.actions, f"refill {kind}")
+
+    def _entered(self, entry: str, error_ul: int) -> None:
+        """REFILL_COMPLETE with what the clinician enters as withdrawn: the truth, what the
+        pump said it expected, or a mistake; or the wrong drug (refused)."""
+        r = self.refill
+        if entry == "wrong drug":
+            self._complete(r.withdrawn_nl, r.added_nl, r.concentration, drug="hydromorphone")
+            return
+        withdrawn = {"true": r.withdrawn_nl, "expected": r.expected_nl}.get(
+            entry, max(0, r.withdrawn_nl + error_ul * 1000)
+        )
+        self._complete(withdrawn, r.added_nl, r.concentration)
+
+    REFILL_KINDS = st.sampled_from(["full", "full", "full", "new drug", "new drug", "partial", "pocket"])
+    ENTRIES = st.sampled_from(["true", "true", "true", "expected", "wrong", "wrong drug"])
+
+    @precondition(lambda self: self.refill is None)
+    @rule(
+        wait=WAIT,
+        kind=REFILL_KINDS,
+        fill_ul=st.integers(2_000, CAP_NL // 1000),
+        part=st.integers(0, 100),
+        conc=st.sampled_from(CONCENTRATIONS),
+        entry=ENTRIES,
+        error_ul=st.integers(-3_000, 3_000),
+    )
+    def refill(self, wait: int, kind: str, fill_ul: int, part: int, conc: int, entry: str, error_ul: int) -> None:
+        """A whole refill visit: begin, the needle, complete."""
+        self.wait(wait)
+        if self._begin():
+            self._physical(kind, fill_ul, part, conc)
+            self._entered(entry, error_ul)
+
+    @rule(
+        wait=WAIT,
+        kind=REFILL_KINDS,
+        fill_ul=st.integers(2_000, CAP_NL // 1000),
+        part=st.integers(0, 100),
+        conc=st.sampled_from(CONCENTRATIONS),
+        entry=ENTRIES,
+        error_ul=st.integers(-3_000, 3_000),
+    )
+    def refill_step(self, wait: int, kind: str, fill_ul: int, part: int, conc: int, entry: str, error_ul: int) -> None:
+        """The same visit a step at a time (begin, needle, complete), so that anything else
+        (a power cycle, a fault, days passing) can happen in between."""
+        self.wait(wait)
+        if self.refill is None:
+            self._begin()
+        elif self.refill.withdrawn_nl is None:
+            self._physical(kind, fill_ul, part, conc)
+        else:
+            self._entered(entry, error_ul)
+
+    def _complete(self, withdrawn: int, added: int, conc: int, drug: str = DRUG) -> None:
+        before = self.status()
+        expected = self.refill.expected_nl
+        reply = self.req(
+            RefillComplete(
+                command_id=self.next_id(),
+                withdrawn_nl=withdrawn,
+                added_nl=added,
+                drug=drug,
+                concentration_ng_per_ml=conc,
+            )
+        )
+        assert before.state is TherapyState.REFILL, before
+        if max(0, expected - withdrawn) + added > CAP_NL:
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "added_nl")
+            self.unchanged(before, "REFILL_COMPLETE")
+            return
+        if drug != DRUG:
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "drug")
+            self.unchanged(before, "REFILL_COMPLETE")
+            return
+        assert not isinstance(reply, Nak), reply
+        assert reply.discrepancy_nl == withdrawn - expected and reply.reservoir_nl == added, reply
+        after = self.status()
+        alarms = {a.alarm for a in after.alarms}
+        if added < EMPTY_NL + STROKE_NL:  # not one stroke above the empty level: said at once
+            assert after.state is TherapyState.HALTED and AlarmId.EMPTY_RESERVOIR in alarms, after
+        elif _high(after):  # (a fault found during the refill: a stall seen at a reset in it)
+            assert after.state in (TherapyState.STOPPED, TherapyState.HALTED), after
+        else:
+            assert after.state in (TherapyState.RUNNING, TherapyState.STOPPED), after
+        if self.rx is not None and added <= self.rx.low_ul * 1000:
+            assert AlarmId.LOW_RESERVOIR in alarms, after
+        if abs(withdrawn - expected) > DISCREPANCY_NL:
+            assert AlarmId.REFILL_DISCREPANCY in alarms, after
+        self._check_strokes()  # (the drift so far belongs to the old fill)
+        self.offset_nl = added - self.truth().reservoir_nl
+        self.drift_nl = 0
+        if self.rx is not None:
+            self.rx = replace(self.rx, concentration=conc)
+            self.rx_read = self.req(ReadPrescription())
+            if self.rx.bolus is not None:
+                self.lockout_until_ms = max(self.lockout_until_ms, self.now_ms + self.rx.lockout_ms)
+        self.lockout_events.append(("refill", 0, self.now_ms, self.rx.lockout_ms if self.rx else None))
+        self.refill = None
+
+    @rule(wait=WAIT, data=st.data())
+    def refused_commands(self, wait: int, data) -> None:
+        """Commands that must be refused and change nothing: an invalid prescription (one
+        rule broken), REFILL_COMPLETE without REFILL_BEGIN, acknowledging an alarm that is
+        not active."""
+        self.wait(wait)
+        what = data.draw(st.sampled_from(["program", "program", "program", "refill", "ack"]))
+        before = self.status()
+        if what == "program":
+            field_name, bad = data.draw(st.sampled_from(invalid_variants(self.rx)))
+            cid = self.next_id()
+            reply = self.req(bad.message(cid))
+            if before.state is TherapyState.REFILL or before.bolus_active:
+                self.expect_nak(reply, NakReason.WRONG_STATE)
+            else:
+                self.expect_nak(reply, NakReason.OUT_OF_RANGE, field_name)
+            self.lockout_events.append(("refused", cid, None, None))
+        elif what == "refill" and self.refill is None:
+            msg = RefillComplete(
+                command_id=self.next_id(), withdrawn_nl=0, added_nl=ML, drug=DRUG, concentration_ng_per_ml=self.conc
+            )
+            self.expect_nak(self.req(msg), NakReason.WRONG_STATE)
+        else:
+            listed = {a.alarm for a in before.alarms}
+            quiet = [a for a in AlarmId if a not in listed]
+            self.expect_nak(self.req(AlarmAck(alarm=data.draw(st.sampled_from(quiet)))), NakReason.WRONG_STATE, "alarm")
+        self.unchanged(before, what)
+
+    # ------------------------------------------------------------ time, clock, power
+
+    @rule(
+        ms=st.one_of(
+            st.sampled_from([DAY, HOUR, 3 * DAY, 10 * MINUTE, 7 * DAY]),
+            st.integers(1, 10 * MINUTE),
+            st.integers(10 * MINUTE, 6 * HOUR),
+            st.integers(6 * HOUR, 7 * DAY),
+        )
+    )
+    def advance(self, ms: int) -> None:
+        self.wait(ms)
+
+    @rule(wait=WAIT, delta_min=st.integers(-12 * 60, 12 * 60))
+    def set_clock(self, wait: int, delta_min: int) -> None:
+        self.wait(wait)
+        clock = self.status().clock_s + delta_min * 60
+        reply = self.req(SetClock(command_id=self.next_id(), clock_s=clock))
+        assert not isinstance(reply, Nak) and reply.clock_s == clock, reply
+
+    @rule(wait=WAIT, off_ms=st.one_of(st.just(0), st.integers(1, 10 * MINUTE), st.integers(10 * MINUTE, 6 * HOUR)))
+    def power_cycle(self, wait: int, off_ms: int) -> None:
+        self.wait(wait)
+        before = self.status()
+        self.sim(SimPowerCycle(off_ms=off_ms))
+        after = self.status()
+        # It comes back as it was (a bolus in progress is abandoned, never resumed), or
+        # halted by a fault it found at boot (a stall while stopped shows only then).
+        found = {a.alarm for a in after.alarms if a.priority is Priority.HIGH} - {a.alarm for a in before.alarms}
+        assert after.state is before.state or (after.state is TherapyState.HALTED and found), (before, after)
+        assert not after.bolus_active, after
+        for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
+            assert getattr(after, k) == getattr(before, k), (k, before, after)
+
+    # ------------------------------------------------------------ faults and alarms
+
+    def _inject(self, fault: Fault, value: int = 0) -> None:
+        self.sim(SimInjectFault(fault=fault, link=Link.NONE, value=value, rate_ppm=0, seed=0))
+        self.faults[fault] = value
+
+    def _clear(self, fault: Fault) -> None:
+        self.sim(SimClearFault(fault=fault))
+        self.faults.pop(fault, None)
+
+    @rule(
+        wait=WAIT,
+        fault=st.sampled_from([Fault.OCCLUSION, Fault.MOTOR_STALL, Fault.BATTERY_MV, Fault.STROKE_ERROR]),
+        on=st.booleans(),
+        mv=st.sampled_from([3_450, 3_250, 3_050]),  # fine, ERI, EOS
+        ppm=st.integers(-25_000, 25_000),  # within the +/-2.5 % a real mechanism is held to
+    )
+    def fault(self, wait: int, fault: Fault, on: bool, mv: int, ppm: int) -> None:
+        self.wait(wait)
+        if not on:
+            self._clear(fault)
+        else:
+            self._inject(fault, {Fault.BATTERY_MV: mv, Fault.STROKE_ERROR: ppm}.get(fault, 0))
+        FIGURES.count(FIGURES.actions, f"{fault.name.lower()} {'on' if on else 'off'}")
+
+    @rule(wait=WAIT, data=st.data())
+    def acknowledge(self, wait: int, data) -> None:
+        self.wait(wait)
+        before = self.status()
+        listed = [a.alarm for a in before.alarms]
+        if not listed:
+            return
+        alarm = data.draw(st.sampled_from(listed))
+        reply = self.req(AlarmAck(alarm=alarm))
+        assert not isinstance(reply, Nak) and reply.alarm is alarm, reply
+
+    @rule(wait=WAIT, start=st.booleans())
+    def clinician_visit(self, wait: int, start: bool) -> None:
+        """The faults are put right (the stroke error stays: nobody can see it), the held
+        volume vents, every alarm is acknowledged, and therapy is (re)started."""
+        self.wait(wait)
+        for f in [f for f in self.faults if f is not Fault.STROKE_ERROR]:
+            self._clear(f)
+        self.advance_ms(5 * MINUTE)
+        for a in self.status().alarms:
+            reply = self.req(AlarmAck(alarm=a.alarm))
+            assert not isinstance(reply, Nak), reply
+        st_ack = self.status()
+        # What still stands is a reservoir at the empty level (by the estimate, or found dry).
+        assert {a.alarm for a in st_ack.alarms if a.priority is Priority.HIGH} <= {AlarmId.EMPTY_RESERVOIR}, st_ack
+        if st_ack.state is TherapyState.HALTED:
+            self.stop()
+        if start and self.status().state is TherapyState.STOPPED:
+            self.start()
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def invariants(self) -> None:
+        FIGURES.steps += 1
+        st_ack = self.status()
+        gt = self.truth()
+        assert st_ack.state is not TherapyState.BOOT, st_ack
+        changes = self._check_log()
+        self._check_strokes()
+        self._check_reservoir(st_ack, gt)
+        # Step by step over the wire: a step that began and ended stopped, in refill or
+        # halted, with no state change in between, delivered nothing (drug held behind an
+        # occlusion and venting after it clears was delivered when it was pushed).
+        out_nl = gt.delivered_nl + gt.outlet_pressure_pa // MODEL.occlusion_pa_per_nl
+        if self.prev is not None:
+            state, prev_out, prev_ms = self.prev
+            if state is st_ack.state and state is not TherapyState.RUNNING and not changes:
+                assert out_nl == prev_out, f"{out_nl - prev_out} nL delivered while {state.name}"
+            FIGURES.sim_ms += gt.time_ms - prev_ms
+            key = state.name.lower()
+            FIGURES.state_ms[key] = FIGURES.state_ms.get(key, 0) + gt.time_ms - prev_ms
+        self.prev = (st_ack.state, out_nl, gt.time_ms)
+
+    def _check_log(self) -> int:
+        """Read the new log entries: numbered on with no gap; patient boluses outside
+        their lockout and within their count. Returns the number of state changes."""
+        changes = 0
+        while True:
+            ack = self.req(LogRead(from_seq=self.log_next, max_entries=32))
+            assert not isinstance(ack, Nak), ack
+            assert ack.oldest_seq <= self.log_next, f"entries {self.log_next}..{ack.oldest_seq - 1} lost unread"
+            for e in ack.entries:
+                assert e.seq == self.log_next, f"log seq {e.seq} after {self.log_next - 1}"
+                self.log_next += 1
+                changes += e.event is LogEvent.THERAPY_STATE
+                self._log_entry(e)
+            assert ack.next_seq >= self.log_next, ack
+            if ack.next_seq == self.log_next:
+                return changes
+            assert ack.entries, f"log page empty below next_seq {ack.next_seq}"
+
+    def _log_entry(self, e) -> None:
+        if e.event is LogEvent.PROGRAM_ACCEPTED or e.event is LogEvent.REFILL_COMPLETE:
+            kind, cid, at, lockout_ms = self.lockout_events.popleft()
+            assert kind == ("program" if e.event is LogEvent.PROGRAM_ACCEPTED else "refill"), (e, kind)
+            assert e.event is not LogEvent.PROGRAM_ACCEPTED or e.arg0 == cid, (e, cid)
+            if lockout_ms is not None:
+                self.log_lockout_ms = max(self.log_lockout_ms, at + lockout_ms)
+        elif e.event is LogEvent.PROGRAM_REFUSED:
+            kind, cid, _, _ = self.lockout_events.popleft()
+            assert kind == "refused" and cid == e.arg0, (e, kind, cid)
+        elif e.event is LogEvent.ALARM_RAISED:
+            FIGURES.count(FIGURES.alarms, AlarmId(e.arg0).name.lower())
+        elif e.event is LogEvent.BOLUS_STARTED and e.arg1 == BolusKind.PATIENT:
+            assert e.arg0 in self.requests, f"patient bolus {e.arg0} started without a granted request"
+            t, rx = self.requests.pop(e.arg0)
+            assert t >= self.log_lockout_ms, f"patient bolus at {t} ms inside the lockout to {self.log_lockout_ms} ms"
+            recent = [s for s in self.log_starts if t - s < DAY]
+            assert len(recent) < rx.bolus[3], f"patient bolus {len(recent) + 1} in 24 h, {rx.bolus[3]} allowed"
+            self.log_starts.append(t)
+            self.log_lockout_ms = t + rx.lockout_ms
+
+    def _check_strokes(self) -> None:
+        """Every stroke since the last step: made while running, and the rolling 24 h up to
+        it within the hard limit in force (plus one stroke at the highest concentration)."""
+        recs = self.trace.records
+        allowance = STROKE_NL * self.max_conc
+        win = self.window
+        for r in recs[self.seen :]:
+            assert r.state == "running", f"a stroke at {r.t_ms} ms while {r.state}"
+            counted = min(r.fg, r.nominal_fg)
+            win.append((r.t_ms, counted, r.fg))
+            self.window_fg += counted
+            self.window_raw += r.fg
+            while win[0][0] <= r.t_ms - DAY:
+                _, c, raw = win.popleft()
+                self.window_fg -= c
+                self.window_raw -= raw
+            limit_fg = r.limit_ng * FG_PER_NG
+            assert self.window_fg <= limit_fg + allowance, (
+                f"{self.window_fg / FG_PER_NG:.0f} ng in the 24 h to {r.t_ms} ms, hard limit {r.limit_ng} ng"
+            )
+            FIGURES.worst_window_ratio = max(FIGURES.worst_window_ratio, self.window_fg / limit_fg)
+            FIGURES.worst_raw_ratio = max(FIGURES.worst_raw_ratio, self.window_raw / limit_fg)
+            FIGURES.worst_excess_ng = max(FIGURES.worst_excess_ng, (self.window_fg - limit_fg) / FG_PER_NG)
+            FIGURES.limit_bound_windows += self.window_fg + allowance > limit_fg
+            self.drift_nl += r.moved_nl - STROKE_NL
+        FIGURES.strokes += len(recs) - self.seen
+        self.seen = len(recs)
+
+    def _check_reservoir(self, st_ack, gt) -> None:
+        """The estimate moves with the physical volume stroke for stroke, so it stays
+        where the last refill left it relative to the physical volume, up to the
+        mechanism's volume error (which the trace measures)."""
+        if st_ack.state is TherapyState.REFILL:
+            return
+        gap = st_ack.reservoir_nl - gt.reservoir_nl
+        assert gap == self.offset_nl + self.drift_nl, (
+            f"estimate {st_ack.reservoir_nl} nL, physical {gt.reservoir_nl} nL: off by {gap} nL, "
+            f"{self.offset_nl} nL from the refill and {self.drift_nl} nL of stroke error"
+        )
+
+
+@pytest.mark.timeout(0 if LONG else 900)  # a failure is shrunk for up to 5 min: let it finish
+def test_stateful_campaign():
+    """The machine above; figures printed (pytest -s) for docs/campaigns.md."""
+    t0 = time.monotonic()
+    run_state_machine_as_test(
+        PumpCampaign,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+        ),
+    )
+    f = FIGURES
+    print(
+        f"\nstateful campaign: {f.examples} examples, {f.steps} steps, {f.sim_ms / DAY:.0f} simulated days, "
+        f"{f.strokes} strokes, {time.monotonic() - t0:.1f} s; days by state "
+        f"{ {k: round(v / DAY, 1) for k, v in sorted(f.state_ms.items())} }; "
+        f"worst rolling 24 h {f.worst_window_ratio:.4f} of the hard limit ({f.worst_raw_ratio:.4f} with the "
+        f"mechanism's volume error), at most {f.worst_excess_ng:+.0f} ng from it; "
+        f"{f.limit_bound_windows} strokes within a stroke of the limit; "
+        f"refusals {f.refusals}; "
+        f"patient bolus decisions {dict(sorted(f.decisions.items()))}; actions {dict(sorted(f.actions.items()))}; "
+        f"alarms raised {dict(sorted(f.alarms.items()))}"
+    )
+
+
+# ================================================================ what the campaign found
+
+
+def local_pump(fill_nl: int = 12 * ML, conc: int = 5 * MG, **program) -> tuple[LocalPump, list[int]]:
+    """An exact in-process pump, its fill recorded and the reference-like prescription
+    programmed (not started); returns it and a command id counter."""
+    pump = LocalPump(replace(MODEL, stroke_error_sd_ppm=0, initial_fill_ul=fill_nl // 1000))
+    ids = [0]
+
+    def ok(msg: Message, role: Role = Role.CLINICIAN) -> Message:
+        reply = pump.request(msg, role)
+        assert not isinstance(reply, Nak), reply
+        return reply
+
+    def nid() -> int:
+        ids[0] += 1
+        return ids[0]
+
+    ok(RefillBegin(command_id=nid()))
+    ok(RefillComplete(command_id=nid(), withdrawn_nl=0, added_nl=fill_nl, drug=DRUG, concentration_ng_per_ml=conc))
+    rx = Rx(conc, ((0, MG),), (MG // 10, 600, 3_600, 6), 3 * MG, 2_000)
+    ok(replace(rx, **program).message(nid()))
+    return pump, ids
+
+
+def test_bug_a_reset_halted_a_pump_a_clinician_had_stopped():
+    """A high alarm halted the running pump; the clinician stopped it while the condition
+    still held (battery at end of service). A power cycle brought it back HALTED, not
+    STOPPED as it was: the boot chose halted whenever a high alarm stood, whatever the
+    saved state (firmware/controller.py _leave_boot)."""
+    pump, _ = local_pump()
+    assert pump.request(Start(command_id=10)).state is TherapyState.RUNNING
+    pump.request(SimInjectFault(fault=Fault.BATTERY_MV, link=Link.NONE, value=3_050, rate_ppm=0, seed=0), Role.SIM)
+    st_ack = pump.request(Status())
+    assert st_ack.state is TherapyState.HALTED and AlarmId.BATTERY_EOS in {a.alarm for a in st_ack.alarms}
+    assert pump.request(Stop(command_id=11)).state is TherapyState.STOPPED
+    pump.request(SimPowerCycle(off_ms=1_000), Role.SIM)
+    st_ack = pump.request(Status())
+    assert st_ack.state is TherapyState.STOPPED, st_ack
+    assert AlarmId.BATTERY_EOS in {a.alarm for a in st_ack.alarms}
+    # A pump that was running when the reset came still comes back halted.
+    pump2, _ = local_pump()
+    assert pump2.request(Start(command_id=10)).state is TherapyState.RUNNING
+    pump2.request(SimInjectFault(fault=Fault.BATTERY_MV, link=Link.NONE, value=3_050, rate_ppm=0, seed=0), Role.SIM)
+    pump2.request(SimPowerCycle(off_ms=1_000), Role.SIM)
+    assert pump2.request(Status()).state is TherapyState.HALTED
+
+
+def test_bug_a_refill_below_the_low_level_raised_no_alarm():
+    """REFILL_COMPLETE cleared the reservoir alarms and did not look again: a refill that
+    left less than the low-reservoir level raised no alarm until the next stroke (hours
+    at a low basal rate), and a stopped pump never (firmware/host.py refill_complete)."""
+    for start in (True, False):
+        pump, _ = local_pump()  # low-reservoir alarm at 2 mL
+        if start:
+            assert pump.request(Start(command_id=10)).state is TherapyState.RUNNING
+        pump.request(RefillBegin(command_id=11))
+        pump.request(
+            SimRefill(withdraw_nl=CAP_NL, add_nl=3 * ML // 2, concentration_ng_per_ml=5 * MG, into_pocket=False),
+            Role.SIM,
+        )
+        ack = pump.request(
+            RefillComplete(
+                command_id=12, withdrawn_nl=12 * ML, added_nl=3 * ML // 2, drug=DRUG, concentration_ng_per_ml=5 * MG
+            )
+        )
+        assert ack.reservoir_nl == 3 * ML // 2
+        st_ack = pump.request(Status())
+        assert st_ack.state is (TherapyState.RUNNING if start else TherapyState.STOPPED)
+        assert [a.alarm for a in st_ack.alarms] == [AlarmId.LOW_RESERVOIR], st_ack
+        tones = pump.request(SimGroundTruth(tones_from=0), Role.SIM).tones
+        assert [t.pattern for t in tones] == [BeepPattern.SINGLE_TONE], tones
+    # Recorded at the empty level: the empty alarm (high) at once, and therapy halted.
+    pump, _ = local_pump()
+    pump.request(RefillBegin(command_id=11))
+    pump.request(
+        RefillComplete(command_id=12, withdrawn_nl=12 * ML, added_nl=ML, drug=DRUG, concentration_ng_per_ml=5 * MG)
+    )
+    st_ack = pump.request(Status())
+    assert st_ack.state is TherapyState.HALTED and AlarmId.EMPTY_RESERVOIR in {a.alarm for a in st_ack.alarms}
