@@ -112,37 +112,16 @@ def read_line(fd: int, timeout_s: float) -> bytes:
         raise HarnessError(str(e)) from None
 
 
-class _Process:
-    """A child in its own session with a pipe on stdin; killed with its group on close."""
+class _Process(hil.ManagedProcess):
+    """A child in its own session with a pipe on stdin; killed with its group on close
+    (tools.hil holds the mechanics; this adds what the tests assert with)."""
 
     def __init__(self, argv: Sequence[str], log: Path, stdout: int | None = None) -> None:
-        self.argv = list(argv)
-        self.log = log
-        self._log_f = open(log, "wb")  # closed in kill_group()
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.PIPE,
-            stdout=stdout,
-            stderr=self._log_f,
-            cwd=REPO,
-            start_new_session=True,
-        )
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        super().__init__(argv, log, REPO, stdout)
 
     @property
     def stderr(self) -> str:
-        self._log_f.flush()
-        return self.log.read_text(errors="replace")
-
-    def close_stdin(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
+        return self.stderr_text()
 
     def signal(self, signum: int) -> None:
         if self.alive:
@@ -153,21 +132,6 @@ class _Process:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             raise HarnessError(f"{self.argv[2]} pid {self.proc.pid} did not exit within {timeout_s:g} s") from None
-
-    def kill_group(self) -> None:
-        """SIGKILL the process group (the process and anything it started), then reap."""
-        self.close_stdin()
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log_f.close()
 
 
 class EmulatorProcess(_Process):
