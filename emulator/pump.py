@@ -184,7 +184,15 @@ class PumpHardware:
         self._window_from_ms = self.now_ms
         self._arm_watchdog()
         self.record("controller_power_on", cause.name.lower())
-        self._send(PowerOn(reset_cause=cause, time_ms=self.now_ms, rtc_s=self.rtc_s, boot_count=self.boot_count))
+        self._send(
+            PowerOn(
+                reset_cause=cause,
+                time_ms=self.now_ms,
+                rtc_s=self.rtc_s,
+                boot_count=self.boot_count,
+                odometer_strokes=self.odometer,
+            )
+        )
 
     def power_off_controller(self, why: str) -> None:
         """Power goes from the controller: the motor stops where it is, timers die."""

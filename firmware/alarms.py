@@ -25,6 +25,7 @@ PRIORITY: dict[AlarmId, Priority] = {
     AlarmId.MEMORY_ERROR: Priority.HIGH,
     AlarmId.REFILL_DISCREPANCY: Priority.MEDIUM,
     AlarmId.PUMP_LINK_LOST: Priority.HIGH,
+    AlarmId.CLOCK_ERROR: Priority.MEDIUM,
 }
 PATTERN = {
     Priority.HIGH: BeepPattern.TWO_TONE,

@@ -63,6 +63,7 @@ class AlarmId(IntEnum):
     MEMORY_ERROR = 8  # non-volatile memory error
     REFILL_DISCREPANCY = 9  # volume withdrawn at refill differs too much from the expected volume
     PUMP_LINK_LOST = 10  # the controller lost contact with the pump hardware
+    CLOCK_ERROR = 11  # the pump's time, boot count or stroke odometer went back: the hardware restarted from older state
 
 
 class Priority(IntEnum):
@@ -118,7 +119,7 @@ class BeepPattern(IntEnum):
 class BolusKind(IntEnum):
     PATIENT = 1  # requested by the patient (BOLUS_REQUEST)
     CLINICIAN = 2  # ordered by a clinician (CLINICIAN_BOLUS)
-    PRIMING = 3  # fills catheter dead volume; not drug to the patient
+    PRIMING = 3  # pushes reservoir fluid into the catheter; what leaves the tip is drug, counted toward the limits
 
 
 class BolusOutcome(IntEnum):
@@ -160,6 +161,14 @@ class Link(IntEnum):
     BOTH = 3  # both links
 
 
+class MemoryProof(IntEnum):
+    """What showed the controller's NVM to be older than the pump hardware it runs on."""
+
+    BLANK_AFTER_BOOTS = 1  # the NVM is blank, but POWER_ON's boot count says this controller booted before
+    ODOMETER_AHEAD = 2  # the odometer is ahead of every stroke the runs in the NVM could have made
+    BOOTS_MISSING = 3  # POWER_ON's boot count is ahead of the boots the NVM recorded by more than one
+
+
 class LogEvent(IntEnum):
     """Event log entry codes, each with the meaning of its entry's arg0 and arg1."""
 
@@ -185,3 +194,6 @@ class LogEvent(IntEnum):
     DELIVERY_SHORTFALL = 20  # arg0 strokes commanded (or claimed by the odometer), arg1 made (or counted)
     COMMAND_REFUSED = 21  # arg0 message type, arg1 NAK reason (NakReason); PROGRAM logs PROGRAM_REFUSED
     DELIVERY_MILESTONE = 22  # arg0 mL counted as delivered since manufacture (each whole mL)
+    CLOCK_WENT_BACK = 23  # arg0 s the pump's time went back (low 32 bits), arg1 strokes its odometer went back
+    NVM_OUTDATED = 24  # arg0 what proves it (MemoryProof), arg1 by how much (boots or strokes)
+    BASAL_FORFEITED = 25  # arg0 strokes of basal given up instead of caught up, arg1 minutes of basal they stood for

@@ -201,6 +201,11 @@ PowerOn = make_message(
         F("time_ms", U64, "pump time in ms"),
         F("rtc_s", I64, "the pump's real-time clock at time_ms: local time as seconds since 1970-01-01T00:00"),
         F("boot_count", U32, "number of controller starts since manufacture, this one included"),
+        F(
+            "odometer_strokes",
+            U32,
+            "strokes made since manufacture: the controller settles its count and doubts its memory with it",
+        ),
     ),
 )
 Time = make_message(

@@ -150,6 +150,7 @@ class FakePump:
             time_ms=self.now_ms,
             rtc_s=self.rtc0_s + self.now_ms // 1000,
             boot_count=self.boot_count,
+            odometer_strokes=self.odometer,
         )
         if answer:
             self.deliver(msg)

@@ -1112,7 +1112,7 @@ UNKNOWN = [
     MotorRun(run_id=7, strokes=64, interval_ms=1_800),
     MotorStop(run_id=0xFFFF),
     SleepUntil(wake_at_ms=0),
-    PowerOn(reset_cause=ResetCause.POWER_UP, time_ms=0, rtc_s=0, boot_count=1),
+    PowerOn(reset_cause=ResetCause.POWER_UP, time_ms=0, rtc_s=0, boot_count=1, odometer_strokes=0),
     Sensors(time_ms=0, outlet_pressure_pa=10**6, motor_stalled=True, battery_mv=3_000, odometer_strokes=0),
     hw_info(),
     StartAck(command_id=9, state=TherapyState.RUNNING),

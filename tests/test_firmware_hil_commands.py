@@ -211,7 +211,7 @@ def test_pump_link_and_response_types_on_the_host_link_are_unknown(procs):
         Beep(pattern=BeepPattern.TWO_TONE, repeat=3, repeat_interval_ms=1_000),
         SleepUntil(wake_at_ms=0),
         HostTx(frame=b"\x00"),
-        PowerOn(reset_cause=ResetCause.POWER_UP, time_ms=0, rtc_s=0, boot_count=1),
+        PowerOn(reset_cause=ResetCause.POWER_UP, time_ms=0, rtc_s=0, boot_count=1, odometer_strokes=0),
         before[0],  # a STATUS_ACK
         BolusRequestAck(command_id=1, decision=BolusDecision.GRANTED, dose_ng=MG, duration_s=60, next_available_at_s=0),
     ]

@@ -610,6 +610,7 @@ def _log_fields(entry) -> dict[str, Any]:
         BolusKind,
         BolusOutcome,
         LogEvent,
+        MemoryProof,
         NakReason,
         Priority,
         ResetCause,
@@ -665,6 +666,9 @@ def _log_fields(entry) -> dict[str, Any]:
         e.DELIVERY_SHORTFALL: (("strokes_commanded", plain), ("strokes_made", plain)),
         e.COMMAND_REFUSED: (("message", msg_name), ("reason", enum(NakReason))),
         e.DELIVERY_MILESTONE: (("delivered_ml", plain),),
+        e.CLOCK_WENT_BACK: (("seconds_back", plain), ("odometer_strokes_back", plain)),
+        e.NVM_OUTDATED: (("proof", enum(MemoryProof)), ("by", plain)),
+        e.BASAL_FORFEITED: (("strokes", plain), ("minutes", plain)),
     }
     ev = entry.event
     out: dict[str, Any] = {

@@ -80,6 +80,7 @@ local vs_AlarmId = {
     [8] = "MEMORY_ERROR",
     [9] = "REFILL_DISCREPANCY",
     [10] = "PUMP_LINK_LOST",
+    [11] = "CLOCK_ERROR",
 }
 
 local vs_Priority = {
@@ -194,6 +195,9 @@ local vs_LogEvent = {
     [20] = "DELIVERY_SHORTFALL",
     [21] = "COMMAND_REFUSED",
     [22] = "DELIVERY_MILESTONE",
+    [23] = "CLOCK_WENT_BACK",
+    [24] = "NVM_OUTDATED",
+    [25] = "BASAL_FORFEITED",
 }
 
 local vs_msg_type = {
@@ -487,6 +491,8 @@ messages[0x21] = {
           field = ProtoField.int64("thecal.power_on.rtc_s", "rtc_s", base.DEC, nil, nil, "the pump's real-time clock at time_ms: local time as seconds since 1970-01-01T00:00") },
         { name = "boot_count", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.power_on.boot_count", "boot_count", base.DEC, nil, nil, "number of controller starts since manufacture, this one included") },
+        { name = "odometer_strokes", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.power_on.odometer_strokes", "odometer_strokes", base.DEC, nil, nil, "strokes made since manufacture: the controller settles its count and doubts its memory with it") },
     },
 }
 table.insert(message_codes, 0x21)
