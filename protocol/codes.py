@@ -63,7 +63,7 @@ class AlarmId(IntEnum):
     MEMORY_ERROR = 8  # non-volatile memory error
     REFILL_DISCREPANCY = 9  # volume withdrawn at refill differs too much from the expected volume
     PUMP_LINK_LOST = 10  # the controller lost contact with the pump hardware
-    CLOCK_ERROR = 11  # the pump's time, boot count or stroke odometer went back: the hardware restarted from older state
+    CLOCK_ERROR = 11  # pump time, boot count or odometer went back: the hardware restarted from older state
 
 
 class Priority(IntEnum):

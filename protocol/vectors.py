@@ -217,7 +217,11 @@ def _examples() -> list[tuple[str, Message, int]]:
         ("HOST_TX", HostTx(frame=codec.encode_to_body(hello_ack, 1)), 111),
         ("CONTROLLER_START", ControllerStart(), 100),
         # pump link: pump hardware -> controller
-        ("POWER_ON", PowerOn(reset_cause=ResetCause.POWER_UP, time_ms=0, rtc_s=CLOCK_S - T_S, boot_count=1, odometer_strokes=0), 1),
+        (
+            "POWER_ON",
+            PowerOn(reset_cause=ResetCause.POWER_UP, time_ms=0, rtc_s=CLOCK_S - T_S, boot_count=1, odometer_strokes=0),
+            1,
+        ),
         ("TIME", Time(time_ms=T_MS + 216_000, reason=WakeReason.TIMER), 2),
         (
             "RUN_PROGRESS",

@@ -842,7 +842,12 @@ def test_bug_scripted_controller_without_hw_info_kicked_too_slowly():
         return [type(i.message) for i in dec.feed(ctl.feed(codec.encode(msg, 1)))]
 
     assert HwInfoRequest in answers(Time(time_ms=5, reason=WakeReason.TIMER))
-    assert answers(PowerOn(reset_cause=ResetCause.POWER_UP, time_ms=6, rtc_s=0, boot_count=1, odometer_strokes=0)).count(HwInfoRequest) == 1
+    assert (
+        answers(PowerOn(reset_cause=ResetCause.POWER_UP, time_ms=6, rtc_s=0, boot_count=1, odometer_strokes=0)).count(
+            HwInfoRequest
+        )
+        == 1
+    )
     ctl.feed(
         codec.encode(
             HwInfo(
