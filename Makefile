@@ -31,8 +31,8 @@ demo: $(DEMO_STAMP)
 # Then the traceability matrix (docs/safety-requirements.md): every safety requirement
 # needs a passing HIL test, or the run fails.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --trace-report .trace/in-process.json $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -n auto --split --thecal-split --trace-report .trace/split.json $(PYTEST_ARGS) \
+	$(BIN)/python -m pytest -n auto --trace-report=.trace/in-process.json $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --split --thecal-split --trace-report=.trace/split.json $(PYTEST_ARGS) \
 		tests/test_firmware_hil_*.py examples/scenarios
 	$(BIN)/thecal trace --results .trace/in-process.json .trace/split.json > .trace/matrix.txt \
 		|| { cat .trace/matrix.txt; exit 1; }

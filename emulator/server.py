@@ -24,7 +24,7 @@ from .capture import Capture
 from .clock import RealtimeClock
 from .model import load_model
 from .pump import DEFAULT_RTC_EPOCH_S
-from .rig import InProcessPort, PtyPort, Rig
+from .rig import Controller, InProcessPort, PtyPort, Rig
 from .scripted import Action, ScriptedController
 from .state import StateDir
 
@@ -48,6 +48,9 @@ class EmulatorOptions:
     idle_timeout_s: float = 2.0
     script: tuple[Action, ...] = ()
     controller: str = "firmware"  # in-process controller: firmware | scripted
+    # Builds the in-process firmware: (state directory, keys) -> a fresh controller per
+    # (re)start. The emulator is handed it; it does not assemble the firmware.
+    firmware: Callable[[Path, dict[Role, bytes]], Callable[[], Controller]] | None = None
 
 
 def parse_start(text: str) -> int:
@@ -89,20 +92,16 @@ class Emulator:
         self._stop = False
         self.host_dropped = 0
 
-    def _controller_factory(self):
-        """A fresh in-process controller per (re)start, over the firmware's NVM file in the
-        state directory: a power cycle, or a restarted emulator, recovers from it alone."""
+    def _controller_factory(self) -> Callable[[], Controller]:
+        """A fresh in-process controller per (re)start: the scripted one, or the firmware
+        from the factory the emulator was handed (over the NVM file in the state
+        directory, so a power cycle or a restarted emulator recovers from it alone)."""
         o = self.opts
         if o.controller == "scripted" or o.script:
             return lambda: ScriptedController(list(o.script))
-        from firmware.config import FirmwareConfig
-        from firmware.controller import Controller
-        from firmware.nvm import NVM_FILE, FileNvm
-
-        config = FirmwareConfig()
-        nvm = FileNvm(self.state_dir.path / NVM_FILE, config.log_capacity)
-        keys = self.keys
-        return lambda: Controller(keys, nvm, config=config)
+        if o.firmware is None:
+            raise ValueError("no firmware to run in-process: give one, use --split, or a scripted controller")
+        return o.firmware(self.state_dir.path, self.keys)
 
     def _host_write(self, data: bytes) -> None:
         view = memoryview(data)

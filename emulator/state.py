@@ -18,8 +18,7 @@ from typing import Any
 
 from protocol.auth import new_key
 from protocol.codes import Role
-
-ROLE_NAMES = {Role.CLINICIAN: "clinician", Role.PATIENT: "patient", Role.SIM: "sim"}
+from protocol.keyfile import ROLE_NAMES, dumps_keys
 
 
 class StateError(RuntimeError):
@@ -81,8 +80,7 @@ class StateDir:
         except (KeyError, ValueError, TypeError) as e:
             raise StateError(f"{self.keys_file} is malformed ({e})") from None
         keys = {role: new_key() for role in ROLE_NAMES}
-        doc = {name: keys[role].hex() for role, name in ROLE_NAMES.items()}
-        write_atomic(self.keys_file, json.dumps(doc, indent=1).encode(), mode=0o600)
+        write_atomic(self.keys_file, dumps_keys(keys), mode=0o600)
         return keys
 
     def write_ports(self, host: str, pump: str | None) -> None:

@@ -32,6 +32,9 @@ class FirmwareConfig:
     silence_low_ms: int = 7 * 24 * 60 * 60_000
     # Strokes owed to basal after a bolus are paid out at this multiple of the fastest interval.
     payout_interval_factor: int = 2
+    # Basal owed for longer than this (at the schedule's highest rate) is given up, not
+    # caught up: more than the longest bolus (1 h) holds back, with room to spare.
+    basal_catchup_max_ms: int = 2 * 60 * 60_000
     # Event log ring capacity.
     log_capacity: int = 10_000
     # Authentication: this many failures (bad tag or replay) with one key inside the

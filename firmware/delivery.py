@@ -1,9 +1,9 @@
-"""The delivery engine: credulous bookkeeping of what the mechanism did.
+"""Values the delivery engine (firmware/engine.py) keeps: what the catheter holds, the
+bolus in progress, and what the last fill put in the reservoir.
 
-It turns strokes the pump reports as made into volume and dose, tracks the drug in the
-outlet and catheter so a refill at a new concentration is accounted at the old one until
-the old drug is pushed out (bridging), and holds the bolus in progress. It decides
-nothing about safety: firmware/safety.py says whether a run may start or must stop.
+The catheter is tracked so that drug is counted where it reaches the patient, at the
+catheter tip: after a refill at a new concentration the old drug is pushed out first
+(bridging), and a priming stroke pushes out whatever the catheter held.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class Catheter:
                 self.segments.popleft()
         return out
 
+    def segments_tip_first(self) -> tuple[tuple[int, int], ...]:
+        """What the catheter holds, as frozen facts for the guard."""
+        return tuple((nl, conc) for nl, conc in self.segments)
+
     @property
     def tip_concentration(self) -> int:
         return self.segments[0][1] if self.segments else 0
@@ -65,11 +69,20 @@ class Catheter:
         self.segments = deque(list(s) for s in data)
 
 
+@dataclass(frozen=True)
+class Fill:
+    """What the last fill or refill put in the reservoir, as the clinician entered it: a
+    fact about the reservoir that a program can state but not change (SR-041)."""
+
+    drug: str
+    concentration_ng_per_ml: int
+
+
 @dataclass
 class ActiveBolus:
     command_id: int
     kind: BolusKind
-    dose_ng: int  # 0 for priming
+    dose_ng: int  # for priming: the drug its strokes push out of the tip, as planned
     volume_nl: int  # planned
     duration_s: int
     started_ms: int
@@ -79,14 +92,10 @@ class ActiveBolus:
     delivered_fg: int = 0
     delivered_nl: int = 0
 
-    @property
-    def counts_as_drug(self) -> bool:
-        return self.kind is not BolusKind.PRIMING
-
     def remaining_strokes(self, stroke_fg_at_tip: int) -> int:
-        """Strokes still needed: by dose for drug boluses (so bridging is honoured), by
-        count for priming."""
-        if not self.counts_as_drug:
+        """Strokes still needed: by dose for patient and clinician boluses (so bridging is
+        honoured), by volume for priming."""
+        if self.kind is BolusKind.PRIMING:
             return max(0, self.planned_strokes - self.made)
         left = self.dose_ng * FG_PER_NG - self.delivered_fg
         if left <= stroke_fg_at_tip // 2 or stroke_fg_at_tip <= 0:
@@ -115,16 +124,3 @@ class ActiveBolus:
     @staticmethod
     def from_data(d: list[int]) -> ActiveBolus:
         return ActiveBolus(d[0], BolusKind(d[1]), *d[2:])
-
-
-@dataclass
-class Run:
-    """A bounded motor run the controller commanded."""
-
-    run_id: int
-    purpose: str  # "basal" | "bolus"
-    strokes: int
-    interval_ms: int
-    reported: int = 0  # strokes already accounted
-    deadline_ms: int = 0  # its last report is overdue after this (pump time)
-    bolus_id: int = 0  # command id of the bolus a bolus run serves

@@ -63,31 +63,6 @@ def basal_integral_fg_ms(steps: Sequence[Step], from_ms: int, to_ms: int) -> int
     return total * FG_PER_NG
 
 
-def basal_integral_ng(steps: Sequence[Step], from_ms: int, to_ms: int) -> int:
-    return basal_integral_fg_ms(steps, from_ms, to_ms) // MS_PER_DAY // FG_PER_NG
-
-
-def basal_per_minute_fg(steps: Sequence[Step], local_ms: int, into_minute_ms: int, minutes: int) -> list[int]:
-    """Planned basal per minute (fg) from local time local_ms, which lies into_minute_ms
-    into its minute: minute 0 is the rest of the current minute. Each minute is the step
-    of the running total rounded down, so the first k minutes always sum to the exact
-    integral over them rounded down (rounding each minute down would lose up to 1 fg a
-    minute and make a projection of the rolling 24 h too low)."""
-    out = []
-    t = local_ms
-    end = local_ms - into_minute_ms + 60_000
-    exact = 0  # fg*ms/day units
-    given = 0  # fg
-    for _ in range(minutes):
-        exact += basal_integral_fg_ms(steps, t, end)
-        total = exact // MS_PER_DAY
-        out.append(total - given)
-        given = total
-        t = end
-        end += 60_000
-    return out
-
-
 class BasalAccumulator:
     """Basal owed, exactly: accumulates rate x time, pays out stroke by stroke.
 

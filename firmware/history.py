@@ -62,12 +62,10 @@ class DeliveryHistory:
         """fg delivered in each of the last BUCKETS minutes, oldest first (index BUCKETS - 1 = now)."""
         m = now_ms // MINUTE_MS
         self._advance(m)
-        out = [0] * BUCKETS
-        for f, mm in zip(self._fg, self._minute, strict=True):
-            k = mm - (m - BUCKETS + 1)
-            if 0 <= k < BUCKETS:
-                out[k] += f
-        return out
+        # Once advanced to m, slot i holds the minute of the window that is i modulo
+        # BUCKETS (or nothing, at 0 fg): the window oldest first is a rotation.
+        start = (m + 1) % BUCKETS
+        return self._fg[start:] + self._fg[:start]
 
     def bucket(self, minute: int) -> int:
         i = minute % BUCKETS
@@ -90,23 +88,3 @@ class DeliveryHistory:
         h.bolus_starts.extend(bolus_starts)
         h.dirty_minutes.clear()
         return h
-
-
-def max_future_window_fg(past_per_minute: list[int], future_per_minute: Iterable[int]) -> int:
-    """Largest 24 h window sum from now on, given the last BUCKETS minutes (the last index is
-    the current minute, as per_minute gives them) and a plan for the current minute on
-    (index 0 is the current minute): the window ending k minutes from now holds past
-    minutes k.. and planned minutes ..k. The patient-bolus check runs this over planned
-    basal plus the bolus."""
-    past_total = sum(past_per_minute)
-    span = len(past_per_minute)
-    best = past_total
-    dropped = 0
-    planned = 0
-    for k, f in enumerate(future_per_minute):
-        if k >= span:
-            break
-        planned += f
-        best = max(best, past_total - dropped + planned)
-        dropped += past_per_minute[k]
-    return best

@@ -1,49 +1,30 @@
-"""The reservoir estimate: the last refill volume minus delivery counted from strokes made.
+"""The reservoir estimate: the last fill's volume minus the strokes the mechanism reported
+made, and what that fill put in (drug and concentration).
 
 The controller never sees the physical volume; this is its belief, held against the
-emulator's ground truth in tests. Low and empty levels, the projected time of the low
-alarm, and the refill discrepancy rule live here.
+emulator's ground truth in tests. The levels it is judged by are rules
+(rules/reservoir.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from .config import FirmwareConfig
-
-
-@dataclass(frozen=True)
-class RefillResult:
-    discrepancy_nl: int  # withdrawn minus expected
-    consequential: bool
+from .delivery import Fill
 
 
 class Reservoir:
     def __init__(self, capacity_ul: int, volume_nl: int = 0) -> None:
         self.capacity_nl = capacity_ul * 1000
         self.volume_nl = volume_nl
+        self.fill: Fill | None = None  # None until a fill is recorded
 
     def delivered(self, nl: int) -> None:
         self.volume_nl = max(0, self.volume_nl - nl)
 
-    def is_low(self, low_ul: int) -> bool:
-        return self.volume_nl <= low_ul * 1000
-
-    def is_empty(self, config: FirmwareConfig) -> bool:
-        return self.volume_nl <= config.empty_reservoir_ul * 1000
-
-    def discrepancy_limit_nl(self, config: FirmwareConfig) -> int:
-        small = self.capacity_nl <= 20_000_000
-        return (config.refill_discrepancy_small_ul if small else config.refill_discrepancy_large_ul) * 1000
-
-    def check_overfill(self, withdrawn_nl: int, added_nl: int) -> int | None:
-        """The volume the refill would leave, or None if it fits."""
-        after = max(0, self.volume_nl - withdrawn_nl) + added_nl
-        return after if after > self.capacity_nl else None
-
-    def refill(self, withdrawn_nl: int, added_nl: int, config: FirmwareConfig) -> RefillResult:
+    def refill(self, withdrawn_nl: int, added_nl: int, fill: Fill) -> int:
         """Withdrawal first (its volume is compared with the estimate), then the fill.
-        What was withdrawn is taken as the true residual: the estimate restarts from it."""
+        What was withdrawn is taken as the true residual: the estimate restarts from the
+        fill. Returns the discrepancy, withdrawn minus expected."""
         discrepancy = withdrawn_nl - self.volume_nl
         self.volume_nl = added_nl
-        return RefillResult(discrepancy, abs(discrepancy) > self.discrepancy_limit_nl(config))
+        self.fill = fill
+        return discrepancy

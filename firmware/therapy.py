@@ -1,9 +1,11 @@
-"""The therapy state machine: boot, stopped, running, refill, halted.
+"""The therapy state machine: BOOT, STOPPED, RUNNING, REFILL, HALTED (the wire's
+TherapyState enum, so a state is never a string).
 
 Every transition is guarded and logged; a trigger that is not allowed in the current
 state, or whose guard fails, returns False (the caller answers NAK WRONG_STATE), never an
 exception on the link. A bolus in progress is a flag of the running state (the delivery
-engine owns it), not a state of its own: it ends the moment the pump leaves `running`.
+engine owns it), not a state of its own: it ends the moment the pump leaves RUNNING. What
+a transition does to delivery is the supervisor's (firmware/supervisor.py).
 
 `thecal diagram` (tools/cli.py) writes the diagram as mermaid to
 docs/therapy-states.md; a test fails when the committed diagram differs from this table.
@@ -17,30 +19,37 @@ from transitions import Machine, MachineError
 
 from protocol.codes import TherapyState
 
-STATES = ["boot", "stopped", "running", "refill", "halted"]
-STATE_CODE = {s: TherapyState[s.upper()] for s in STATES}
+BOOT, STOPPED, RUNNING, REFILL, HALTED = (
+    TherapyState.BOOT,
+    TherapyState.STOPPED,
+    TherapyState.RUNNING,
+    TherapyState.REFILL,
+    TherapyState.HALTED,
+)
 
 # trigger, source(s), dest, guard (a method name on Therapy, or None)
 TRANSITIONS: list[dict] = [
-    {"trigger": "boot_to_stopped", "source": "boot", "dest": "stopped"},
-    {"trigger": "boot_to_running", "source": "boot", "dest": "running", "conditions": "can_deliver"},
-    {"trigger": "boot_to_refill", "source": "boot", "dest": "refill"},
-    {"trigger": "boot_to_halted", "source": "boot", "dest": "halted"},
-    {"trigger": "start_therapy", "source": "stopped", "dest": "running", "conditions": "can_deliver"},
-    {"trigger": "stop_therapy", "source": ["running", "halted"], "dest": "stopped"},
-    {"trigger": "begin_refill", "source": ["stopped", "running", "halted"], "dest": "refill"},
-    {"trigger": "finish_refill_stopped", "source": "refill", "dest": "stopped"},
-    {"trigger": "finish_refill_running", "source": "refill", "dest": "running", "conditions": "can_deliver"},
-    {"trigger": "halt", "source": ["running", "stopped"], "dest": "halted"},
-    {"trigger": "recover_running", "source": "halted", "dest": "running", "conditions": "can_deliver"},
-    {"trigger": "recover_stopped", "source": "halted", "dest": "stopped"},
+    {"trigger": "boot_to_stopped", "source": BOOT, "dest": STOPPED},
+    {"trigger": "boot_to_running", "source": BOOT, "dest": RUNNING, "conditions": "can_deliver"},
+    {"trigger": "boot_to_refill", "source": BOOT, "dest": REFILL},
+    {"trigger": "boot_to_halted", "source": BOOT, "dest": HALTED},
+    {"trigger": "start_therapy", "source": STOPPED, "dest": RUNNING, "conditions": "can_deliver"},
+    {"trigger": "stop_therapy", "source": [RUNNING, HALTED], "dest": STOPPED},
+    {"trigger": "begin_refill", "source": [STOPPED, RUNNING, HALTED], "dest": REFILL},
+    {"trigger": "finish_refill_stopped", "source": REFILL, "dest": STOPPED},
+    {"trigger": "finish_refill_running", "source": REFILL, "dest": RUNNING, "conditions": "can_deliver"},
+    {"trigger": "halt", "source": [RUNNING, STOPPED], "dest": HALTED},
+    {"trigger": "recover_running", "source": HALTED, "dest": RUNNING, "conditions": "can_deliver"},
+    {"trigger": "recover_stopped", "source": HALTED, "dest": STOPPED},
 ]
 
 
 class Therapy:
-    """The model the machine drives. `can_deliver` is supplied by the controller (a
+    """The model the machine drives. `can_deliver` is supplied by the supervisor (a
     prescription is in force, no high-priority alarm stands, the reservoir is above empty);
     `on_change(old, new)` logs and announces each transition."""
+
+    state: TherapyState  # the machine sets it
 
     def __init__(
         self,
@@ -51,15 +60,15 @@ class Therapy:
         self._on_change = on_change
         self.machine = Machine(
             model=self,
-            states=STATES,
+            states=TherapyState,
             transitions=TRANSITIONS,
-            initial="boot",
+            initial=BOOT,
             queued=True,
             auto_transitions=False,
             after_state_change="_announce",
             before_state_change="_remember",
         )
-        self._from = "boot"
+        self._from = BOOT
 
     def can_deliver(self) -> bool:
         return self._can_deliver()
@@ -68,11 +77,7 @@ class Therapy:
         self._from = self.state
 
     def _announce(self) -> None:
-        self._on_change(STATE_CODE[self._from], STATE_CODE[self.state])
-
-    @property
-    def code(self) -> TherapyState:
-        return STATE_CODE[self.state]
+        self._on_change(self._from, self.state)
 
     def fire(self, trigger: str) -> bool:
         """Run a trigger; False if it is not allowed now or its guard failed.
@@ -97,9 +102,9 @@ def mermaid() -> str:
 
     m = GraphMachine(
         model=_Model(),
-        states=STATES,
+        states=TherapyState,
         transitions=TRANSITIONS,
-        initial="boot",
+        initial=BOOT,
         auto_transitions=False,
         graph_engine="mermaid",
         show_conditions=True,

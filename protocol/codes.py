@@ -166,7 +166,6 @@ class MemoryProof(IntEnum):
 
     BLANK_AFTER_BOOTS = 1  # the NVM is blank, but POWER_ON's boot count says this controller booted before
     ODOMETER_AHEAD = 2  # the odometer is ahead of every stroke the runs in the NVM could have made
-    BOOTS_MISSING = 3  # POWER_ON's boot count is ahead of the boots the NVM recorded by more than one
 
 
 class LogEvent(IntEnum):
@@ -194,6 +193,7 @@ class LogEvent(IntEnum):
     DELIVERY_SHORTFALL = 20  # arg0 strokes commanded (or claimed by the odometer), arg1 made (or counted)
     COMMAND_REFUSED = 21  # arg0 message type, arg1 NAK reason (NakReason); PROGRAM logs PROGRAM_REFUSED
     DELIVERY_MILESTONE = 22  # arg0 mL counted as delivered since manufacture (each whole mL)
-    CLOCK_WENT_BACK = 23  # arg0 s the pump's time went back (low 32 bits), arg1 strokes its odometer went back
+    CLOCK_WENT_BACK = 23  # arg0 s the pump's time went back, arg1 s its real-time clock went back (low 32 bits)
     NVM_OUTDATED = 24  # arg0 what proves it (MemoryProof), arg1 by how much (boots or strokes)
-    BASAL_FORFEITED = 25  # arg0 strokes of basal given up instead of caught up, arg1 minutes of basal they stood for
+    BASAL_FORFEITED = 25  # arg0 strokes of basal given up instead of caught up, arg1 their drug in ng
+    ODOMETER_WENT_BACK = 26  # arg0 strokes the controller had counted, arg1 the pump's odometer (both low 32 bits)

@@ -14,8 +14,7 @@ from pathlib import Path
 from emulator.capture import LINKTYPE_USER0, PCAP_HEADER, PSEUDO_HEADER, RECORD_HEADER, Capture, Direction, Link
 from emulator.model import PumpModel
 from emulator.rig import InProcessPort, Rig
-from firmware.controller import Controller
-from firmware.nvm import MemoryNvm
+from firmware.board import ControllerFactory
 from protocol import codec
 from protocol.auth import FrameSigner
 from protocol.codes import Fault, Role
@@ -44,8 +43,7 @@ KEYS = {role: bytes([0x10 + role]) * 32 for role in Role}
 
 def make_capture(path: Path, wall_time: bool = True) -> Path:
     cap = Capture(path, wall_time=wall_time)
-    nvm = MemoryNvm()
-    rig = Rig(PumpModel(), InProcessPort(lambda: Controller(KEYS, nvm)), KEYS, capture=cap)
+    rig = Rig(PumpModel(), InProcessPort(ControllerFactory(KEYS)), KEYS, capture=cap)
     signers = {role: FrameSigner(role, key) for role, key in KEYS.items()}
     seq = 0
 

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from firmware.board.druglib import load_library
 from firmware.config import FirmwareConfig
 from firmware.controller import Controller
 from firmware.nvm import MemoryNvm
@@ -54,6 +55,7 @@ from protocol.schema import NONE_U64, family_of
 ANY_RUN = 0xFFFF
 # Local midnight (2023-11-14T00:00 local): the basal schedule's day starts at pump time 0.
 RTC0_S = 19_675 * 86_400
+DRUGS = load_library()
 KEYS: dict[Role, bytes] = {Role.CLINICIAN: bytes(range(1, 33)), Role.PATIENT: bytes(range(101, 133))}
 
 
@@ -140,7 +142,7 @@ class FakePump:
     # ------------------------------------------------------------ controller lifecycle
 
     def _new_controller(self) -> Controller:
-        return Controller(self.keys, self.nvm, config=self.config)
+        return Controller(self.keys, self.nvm, DRUGS, self.config)
 
     def power_on(self, cause: ResetCause = ResetCause.POWER_UP, answer: bool = True) -> None:
         """POWER_ON; with answer=False the pump's answers (HW_INFO) stay queued, unsent."""

@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -467,9 +467,20 @@ class PumpHost:
     reader per pty), signing as the clinician, the patient or the simulator per request,
     with command ids counted up from 1. Talks to the pump only through the client."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(
+        self,
+        client: Client,
+        emulator: EmulatorProcess | None = None,
+        firmware: FirmwareProcess | None = None,
+        model: Path | None = None,
+    ) -> None:
         self.client = client
         self.command_id = 0
+        # The processes behind it and the model file, so a test can stop and restart them.
+        self.emulator = emulator
+        self.firmware = firmware
+        self.model = model
+        self.seed: int | None = None
 
     def next_id(self) -> int:
         self.command_id += 1
@@ -581,13 +592,44 @@ def firmware_pump(procs: Procs, split: bool | None = None, seed: int | None = No
     """An emulator running the controller firmware (in-process, or split as `thecal
     firmware` in its own process; None follows pytest's --split), its pump model exact (no
     stroke error) unless model_keys say otherwise, and the PumpHost talking to it."""
-    if split is None:
-        split = DEFAULT_SPLIT
     keys = {"stroke_error_sd_ppm": 0, **model_keys}
     model = write_model(procs.tmp, f"{procs._name('model')}.toml", **keys)
+    return _start_pump(procs, model, split, seed)
+
+
+def _start_pump(
+    procs: Procs, model: Path, split: bool | None, seed: int | None, state_dir: Path | None = None
+) -> PumpHost:
+    if split is None:
+        split = DEFAULT_SPLIT
+    fw = None
     if split:
-        emu = procs.emulator(split=True, model=model, seed=seed)
-        procs.firmware(emu)
+        emu = procs.emulator(split=True, model=model, seed=seed, state_dir=state_dir)
+        fw = procs.firmware(emu)
     else:
-        emu = procs.emulator(split=False, firmware=True, model=model, seed=seed)
-    return PumpHost(emu.sim)
+        emu = procs.emulator(split=False, firmware=True, model=model, seed=seed, state_dir=state_dir)
+    host = PumpHost(emu.sim, emu, fw, model)
+    host.seed = seed
+    return host
+
+
+def restart_pump(procs: Procs, pump: PumpHost, edit: Callable[[Path], None] | None = None) -> PumpHost:
+    """Stop the pump's processes cleanly (the emulator saves its state, the firmware's NVM
+    is committed), let `edit` change the state directory (put back an older pump.json, an
+    older or a blank NVM file), then start them again on it in the same mode. Returns the
+    PumpHost of the new processes (a new client on the new host port)."""
+    emu = pump.emulator
+    if emu is None:
+        raise HarnessError("this PumpHost was not made by firmware_pump")
+    split = pump.firmware is not None
+    if pump.firmware is not None:
+        pump.firmware.close_stdin()
+        pump.firmware.wait()
+    rc = emu.stop()
+    if rc != 0:
+        raise HarnessError(f"emulator exited with {rc}; stderr:\n{emu.stderr}")
+    if edit is not None:
+        edit(emu.state_dir)
+    again = _start_pump(procs, pump.model, split, pump.seed, emu.state_dir)
+    again.command_id = pump.command_id  # a command id is never used twice
+    return again

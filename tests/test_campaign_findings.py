@@ -157,18 +157,20 @@ def test_bug_a_late_run_report_while_starting_crashed_the_controller():
     its POWER_ON and before HW_INFO; its odometer was ahead of the one in NVM, and
     counting the strokes with no stroke volume known yet raised AttributeError out of
     the controller (in `thecal emulator`, out of the emulator process). Now a report is
-    not acted on while starting: the strokes it reported are settled from HW_INFO's
+    not acted on while starting: the strokes it reported are settled from POWER_ON's
     odometer, as for any run that died with a reset."""
     nvm = MemoryNvm()
     p = setup(nvm=nvm)
     p.advance(2 * H)
     made = len(p.strokes)
+    # The run went on for two strokes (its interval apart) before the watchdog stopped it.
+    p.now_ms = p.run.next_ms + p.run.interval_ms
+    p.odometer += 2
     p.run = None  # a watchdog reset: a fresh controller on the same NVM
     p.wake_at = None
     p.queue.clear()
     p._ctl_decoder = codec.MessageDecoder(PUMP_LINK_TYPES)
     p.ctl = p._new_controller()
-    p.odometer += 2  # the run went on for two strokes before the watchdog stopped it
     p.power_on(ResetCause.WATCHDOG, answer=False)  # HW_INFO_REQUEST not answered yet
     late = RunProgress(
         run_id=1, strokes_made=3, outcome=RunOutcome.IN_PROGRESS, odometer_strokes=p.odometer, time_ms=p.now_ms

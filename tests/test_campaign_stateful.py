@@ -247,7 +247,7 @@ class StrokeRecord:
     moved_nl: int  # left the reservoir
     fg: int  # drug out of the catheter tip (or held behind an occlusion), from this stroke
     nominal_fg: int  # the same had the stroke been exactly nominal (see Tracer)
-    state: str  # the firmware's therapy state when the mechanism made it
+    state: TherapyState  # the firmware's therapy state when the mechanism made it
     limit_ng: int  # hard limit in force
 
 
@@ -284,7 +284,7 @@ class Tracer:
                         moved_nl=result.moved_nl,
                         fg=fluid.delivered_fg + fluid.pending_fg - before,
                         nominal_fg=self._push_nominal(res_fg // res_nl),
-                        state=pump.controller.therapy.state,
+                        state=pump.controller.parts.supervisor.state,
                         limit_ng=machine.limit_ng,
                     )
                 )
@@ -928,7 +928,7 @@ class PumpCampaign(RuleBasedStateMachine):
         allowance = STROKE_NL * self.max_conc
         win = self.window
         for r in recs[self.seen :]:
-            assert r.state == "running", f"a stroke at {r.t_ms} ms while {r.state}"
+            assert r.state is TherapyState.RUNNING, f"a stroke at {r.t_ms} ms while {r.state}"
             counted = min(r.fg, r.nominal_fg)
             win.append((r.t_ms, counted, r.fg))
             self.window_fg += counted

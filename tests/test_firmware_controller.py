@@ -919,7 +919,8 @@ def test_rule_power_on_recovery_keeps_all_delivery_still_inside_the_rolling_24h(
 # ================================================================ priming and bridging
 
 
-def test_rule_priming_bolus_fills_the_dead_volume_and_is_not_counted_as_drug():
+def test_rule_priming_into_a_primed_catheter_is_drug_counted_toward_the_rolling_24h():
+    # Issue 11: the catheter is primed, so every priming stroke pushes drug out of its tip.
     p = setup()
     p.advance_to(H)
     ok(p.request(Stop(command_id=p.next_id())), StopAck)
@@ -932,12 +933,38 @@ def test_rule_priming_bolus_fills_the_dead_volume_and_is_not_counted_as_drug():
     assert primed == 200_000 // STROKE_NL
     fin = bolus_finished(p)
     assert [(e.kind, e.outcome, e.delivered_nl, e.delivered_ng) for e in fin] == [
-        (BolusKind.PRIMING, BolusOutcome.COMPLETED, 200_000, 0)
+        (BolusKind.PRIMING, BolusOutcome.COMPLETED, 200_000, primed * STROKE_NG)
     ]
     s = status(p)
-    assert s.dose_24h_ng == before.dose_24h_ng
+    assert s.dose_24h_ng == before.dose_24h_ng + primed * STROKE_NG
     assert s.reservoir_nl == before.reservoir_nl - 200_000
     assert s.state is TherapyState.STOPPED
+
+
+def test_rule_a_prime_that_would_break_the_rolling_24h_hard_limit_is_refused_and_changes_nothing():
+    limit = 1_300_000
+    p = setup(max_dose_24h_ng=limit)
+    p.advance_to(H)
+    ok(p.request(Stop(command_id=p.next_id())), StopAck)
+    per_prime = 400_000 // STROKE_NL * STROKE_NG  # 0.4 mg out of the tip
+    accepted = 0
+    while True:
+        before = status(p)
+        made = len(p.strokes)
+        reply = p.request(Prime(command_id=p.next_id(), volume_nl=400_000))
+        p.advance(30 * MIN)
+        if isinstance(reply, Nak):
+            break
+        ok(reply, PrimeAck)
+        accepted += 1
+        assert before.dose_24h_ng + per_prime <= limit
+        assert status(p).dose_24h_ng == before.dose_24h_ng + per_prime
+    assert accepted == (limit - before.dose_24h_ng + accepted * per_prime) // per_prime >= 2
+    assert before.dose_24h_ng + per_prime > limit
+    assert (reply.reason, reply.field) == (NakReason.OUT_OF_RANGE, "volume_nl") and "hard limit" in reply.detail
+    after = status(p)
+    assert len(p.strokes) == made
+    assert (after.dose_24h_ng, after.last_command_id) == (before.dose_24h_ng, before.last_command_id)
 
 
 @pytest.mark.parametrize("when", ["before_first_start", "after_a_stop"])
@@ -960,7 +987,7 @@ def test_rule_priming_while_stopped_owes_no_basal_for_the_time_stopped(when):
     assert len(p.strokes) - made <= due + 1
 
 
-def test_rule_priming_after_a_refill_at_a_new_concentration_fills_the_catheter_so_no_bridging_follows():
+def test_rule_priming_after_a_refill_at_a_new_concentration_pushes_the_old_drug_out_counted_at_its_own():
     p = setup(start=False)
     fill(p, conc=2 * CONC)
     ok(p.request(Prime(command_id=p.next_id(), volume_nl=200_000)), PrimeAck)
@@ -968,11 +995,11 @@ def test_rule_priming_after_a_refill_at_a_new_concentration_fills_the_catheter_s
     made = len(p.strokes)
     assert made == 400
     d0 = status(p).dose_24h_ng
-    assert d0 == 0
+    assert d0 == made * STROKE_NG  # the old drug (1 mg/mL) the catheter held
     # the catheter now holds the new drug: each stroke after it carries 1000 ng
     ok(p.request(Start(command_id=p.next_id())), StartAck)
     p.run_until(lambda: len(p.strokes) == made + 10, p.now_ms + DAY)
-    assert status(p).dose_24h_ng == 10 * 2 * STROKE_NG
+    assert status(p).dose_24h_ng == d0 + 10 * 2 * STROKE_NG
 
 
 def test_rule_bridging_after_a_refill_at_double_concentration_accounts_the_dead_volume_at_the_old_one():

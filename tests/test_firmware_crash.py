@@ -214,7 +214,12 @@ def run_trials(procs: Procs, kind: str, trials: int, seed: int) -> None:
         assert st.dose_24h_ng <= LIMIT_NG + 2_500
         gt = pump.truth()
         if st.state is not TherapyState.REFILL:  # (mid-refill the needle has moved, the record not yet)
-            assert abs(st.reservoir_nl - gt.reservoir_nl) <= 4 * STROKE_NL, (n, st.reservoir_nl, gt.reservoir_nl)
+            assert abs(st.reservoir_nl - gt.reservoir_nl) <= 4 * STROKE_NL, (
+                n,
+                st.reservoir_nl,
+                gt.reservoir_nl,
+                [(e.event.name, e.arg0, e.arg1) for e in new],
+            )
         # Therapy carries on from NVM: ack whatever the death raised, resume if halted.
         if st.state is TherapyState.HALTED:
             for a in st.alarms:

@@ -1,5 +1,6 @@
 """Rules of the dose engine (firmware/dose.py): integer dose arithmetic and the exact
-basal accumulator. Expected values come from an independent reference written here: the
+basal accumulator, and the basal plan per minute the 24 h projection runs on
+(firmware/rules/limit24h.py). Expected values come from an independent reference written here: the
 schedule's cumulative integral F(t) built from whole days plus the part of a day, not
 the module's segment walk."""
 
@@ -15,13 +16,13 @@ from firmware.dose import (
     MS_PER_DAY,
     BasalAccumulator,
     basal_integral_fg_ms,
-    basal_per_minute_fg,
     next_change_ms,
     rate_at,
     stroke_fg,
     strokes_for,
     volume_nl,
 )
+from firmware.rules.limit24h import basal_plan_fg
 from tests.strategies import scaled
 
 MG = 1_000_000
@@ -225,18 +226,18 @@ def test_rule_basal_accumulator_due_at_is_now_when_already_owed_and_none_for_a_z
 # ---------------------------------------------------------------- the plan per minute
 
 
-def test_bug_basal_per_minute_fg_lost_up_to_a_femtogram_a_minute():
+def test_bug_basal_plan_fg_lost_up_to_a_femtogram_a_minute():
     # At 1 mg/day a minute carries 694_444_444.4 fg: rounding every minute down lost
     # 0.4 fg a minute, so a day's plan came out ~600 fg short of the 1.3125 mg it holds.
-    plan = basal_per_minute_fg(REF, 0, 0, 1440)
+    plan = basal_plan_fg(REF, 0, 0, 1440)
     assert sum(plan) == 1_312_500 * FG_PER_NG
 
 
 @settings(max_examples=scaled(60))
 @given(schedules(), st.integers(0, 20 * MS_PER_DAY), st.integers(1, 1441))
-def test_rule_basal_per_minute_fg_sums_to_the_integral(steps, local, minutes):
+def test_rule_basal_plan_fg_sums_to_the_integral(steps, local, minutes):
     into = local % 60_000
-    plan = basal_per_minute_fg(steps, local, into, minutes)
+    plan = basal_plan_fg(steps, local, into, minutes)
     assert len(plan) == minutes
     minute_end = local - into + 60_000
     # Any first k minutes sum to the exact integral over them, rounded down.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.nvm import NVM_FILE, SLOT_A, SLOT_B, FileNvm, layout
+from firmware.board.filenvm import NVM_FILE, SLOT_A, SLOT_B, FileNvm, layout
 from protocol import codec
 from protocol.auth import FrameSigner, new_key
 from protocol.codes import AlarmId, LogEvent, NakReason, ResetCause, Role, TherapyState

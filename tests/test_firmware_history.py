@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.history import DeliveryHistory, max_future_window_fg
+from firmware.history import DeliveryHistory
+from firmware.rules.limit24h import max_future_window_fg
 from tests.strategies import scaled
 
 MIN = 60_000

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from firmware.auth import OTHER_KEYS
+from firmware.board.filenvm import SECTOR, SLOT_A, SLOT_B, FileNvm, layout
 from firmware.config import FirmwareConfig
-from firmware.controller import OTHER_KEYS
-from firmware.nvm import SECTOR, SLOT_A, SLOT_B, FileNvm, MemoryNvm, NvmError, layout
+from firmware.nvm import MemoryNvm, NvmError
 from protocol.auth import FrameSigner, new_key
 from protocol.codes import AlarmId, LogEvent, NakReason, ResetCause, Role, TherapyState
 from protocol.messages import Nak, Status, StatusAck
@@ -98,9 +99,9 @@ def test_the_two_slots_alternate_and_each_write_spares_the_committed_copy(tmp_pa
     s = nvm(tmp_path)
     seen = []
     for v in range(4):
-        s.save("reservoir_nl", v)
+        s.save("boot", v)
         s.commit()
-        seen.append(slot_of_newest(path, "reservoir_nl"))
+        seen.append(slot_of_newest(path, "boot"))
     assert seen == [0, 1, 0, 1]
 
 
@@ -142,15 +143,15 @@ def _commit_torn(path, budget: int, before: dict, after: dict) -> bool:
 
 BEFORE = {
     "state": 2,
-    "reservoir_nl": 11_000_000,
-    "bolus": None,
+    "boot": 11_000_000,
+    "fill": None,
     "history": {"10": 5_000, "11": 6_000},
     "log_entries": {"1": [0, 1, 1, 1]},
 }
 AFTER = {
     "state": 3,
-    "reservoir_nl": 10_999_500,
-    "bolus": [7, 100_000],
+    "boot": 10_999_500,
+    "fill": [7, 100_000],
     "history": {"11": 9_000, "12": 1},
     "log_entries": {"2": [60, 4, 2, 3]},
 }
@@ -201,16 +202,16 @@ def test_a_kill_at_every_byte_of_a_commit_leaves_the_old_records_or_the_new_neve
         outcomes.add("new" if got == new else "old")
         assert killed == (budget < total)
         # The store is usable after the kill, and a kill's leftovers never come back.
-        first.save("last_command_id", budget)
+        first.save("limits", budget)
         first.commit()
         again = FileNvm(path, CAP).load()
-        assert again == {**got, "last_command_id": budget}, budget
+        assert again == {**got, "limits": budget}, budget
     assert outcomes == {"old", "new"}
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from(["state", "bolus", "acc", "hist", "log"]), st.integers(0, 3000)), max_size=40)
+    st.lists(st.tuples(st.sampled_from(["state", "fill", "clock", "hist", "log"]), st.integers(0, 3000)), max_size=40)
 )
 def test_file_store_reads_back_what_the_memory_store_holds(tmp_path_factory, ops):
     """Random saves and commits: after each commit a fresh FileNvm loads what MemoryNvm has."""
@@ -400,7 +401,7 @@ def test_five_failures_in_ten_minutes_lock_the_key_out_for_ten_minutes_across_a_
     assert isinstance(locked, Nak) and locked.reason is NakReason.AUTH_FAILED and "locked" in locked.detail
     # The patient's key is another key: not locked.
     assert isinstance(p.request(Status(), Role.PATIENT), StatusAck)
-    log = list(p.ctl.log.entries)  # the clinician's key, the one that may read the log, is locked
+    log = list(p.ctl.parts.log.entries)  # the clinician's key, the one that may read the log, is locked
     assert [e.event for e in log].count(LogEvent.AUTH_FAILED) == 5
     (lock,) = [e for e in log if e.event is LogEvent.KEY_LOCKED_OUT]
     assert (lock.arg0, lock.arg1) == (Role.CLINICIAN, 600)
@@ -443,7 +444,7 @@ def test_replays_count_as_failures_and_unknown_key_ids_are_not_tracked(tmp_path)
         p.relay(wire, seq)
     # Bounded memory: a key id the pump does not hold gets no count of its own; every
     # other key id (and unsigned frames) shares one (test_bug_unsigned_frames_flooded_...).
-    assert set(p.ctl.auth_failures) <= {*KEYS, OTHER_KEYS}
+    assert set(p.ctl.parts.auth.failures) <= {*KEYS, OTHER_KEYS}
 
 
 def test_random_flood_of_bad_frames_keeps_the_log_bounded_by_the_lockout(tmp_path):
@@ -451,13 +452,13 @@ def test_random_flood_of_bad_frames_keeps_the_log_bounded_by_the_lockout(tmp_pat
     real history out of the ring."""
     p = setup()
     rng = random.Random(1)
-    n0 = p.ctl.log.next_seq
+    n0 = p.ctl.parts.log.next_seq
     bad = _bad_signer(Role.CLINICIAN)
     for _ in range(200):
         wire, seq = p.frame(Status(), signer=bad)
         p.relay(wire, seq)
         p.advance(rng.randrange(1, 1000))
-    added = p.ctl.log.next_seq - n0
+    added = p.ctl.parts.log.next_seq - n0
     assert added <= 6 + 2  # five failures, the lockout, and at most one more round
 
 

@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from firmware.board.druglib import DEFAULT_LIBRARY, DrugLibraryError, load_library
 from firmware.config import FirmwareConfig, load_config
-from firmware.dose import MS_PER_DAY, BasalAccumulator, stroke_fg
-from firmware.druglib import DEFAULT_LIBRARY, DrugLibraryError, load_library
-from firmware.prescription import (
-    BasalStep,
-    HwLimits,
-    PatientBolus,
-    Prescription,
-    PrescriptionError,
-    validate,
-)
+from firmware.dose import MS_PER_DAY, BasalAccumulator, rate_at, stroke_fg
+from firmware.prescription import BasalStep, HwLimits, PatientBolus, Prescription
+from firmware.rules.prescription import PrescriptionError, validate
 from protocol.messages import Program, ReadPrescriptionAck
 
 MG = 1_000_000  # ng
@@ -57,12 +51,12 @@ def bolus(**changes: int) -> PatientBolus:
 
 def refusal(p: Prescription, hw: HwLimits = HW, cfg: FirmwareConfig = CFG) -> PrescriptionError:
     with pytest.raises(PrescriptionError) as e:
-        validate(p, DRUGS, hw, cfg)
+        validate(p, DRUGS, hw, cfg.empty_reservoir_ul)
     return e.value
 
 
 def accepted(p: Prescription, hw: HwLimits = HW, cfg: FirmwareConfig = CFG) -> None:
-    validate(p, DRUGS, hw, cfg)  # raises on refusal
+    validate(p, DRUGS, hw, cfg.empty_reservoir_ul)  # raises on refusal
 
 
 # ---------------------------------------------------------------- valid therapies
@@ -335,7 +329,7 @@ def test_rule_prescription_low_reservoir_threshold_follows_the_configured_empty_
 
 def test_rule_prescription_rate_at_follows_the_schedule():
     p = reference()
-    assert [p.rate_at(s) for s in (0, 7 * H - 1, 7 * H, 22 * H - 1, 22 * H, 86_399)] == [
+    assert [rate_at(p.basal, s * 1000) for s in (0, 7 * H - 1, 7 * H, 22 * H - 1, 22 * H, 86_399)] == [
         MG,
         MG,
         1_500_000,

@@ -1,6 +1,6 @@
 """Rules of the firmware's pure modules: the patient bolus rule, alarms, the event log, the
-reservoir, the safety layer, the therapy state machine and catheter bridging. Fixed
-inputs and fakes only: no ports, no processes, no controller.
+reservoir, the run rules the guard asks, the therapy state machine and catheter
+bridging. Fixed inputs and fakes only: no ports, no processes, no controller.
 
 Prescription and drug library rules: tests/test_firmware_prescription.py; the dose engine:
 tests/test_firmware_dose.py; the rolling 24 h history: tests/test_firmware_history.py.
@@ -16,12 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware.alarms import AlarmSet
-from firmware.bolus import BolusFacts, decide
 from firmware.config import FirmwareConfig
-from firmware.delivery import Catheter
+from firmware.delivery import Catheter, Fill
 from firmware.eventlog import EventLog
 from firmware.reservoir import Reservoir
-from firmware.safety import RunFacts, occlusion_confirmed, run_refusal, shortfall, strokes_within_limit
+from firmware.rules import reservoir as reservoir_rule
+from firmware.rules.limit24h import Window, strokes_within
+from firmware.rules.occlusion import confirmed as occlusion_confirmed
+from firmware.rules.patient_bolus import BolusFacts, decide
+from firmware.rules.run import Purpose, RunFacts, Stop, StrokeFacts, refusal, stroke_refusal
 from firmware.therapy import Therapy, diagram_document
 from protocol.codes import AlarmId, BeepPattern, BolusDecision, LogEvent, Priority, TherapyState
 from tests.strategies import scaled
@@ -46,9 +49,16 @@ GRANTABLE = BolusFacts(
     boluses_in_window=2,
     max_per_24h=6,
     oldest_start_in_window_ms=NOW - 20 * H,
-    projected_max_window_fg=2 * MG * FG,
-    max_dose_24h_fg=3 * MG * FG,
-    past_per_minute_fg=(0,) * 1441,
+    dose_fg=2 * MG * FG,  # into an empty window with no basal: 2 of the 3 mg allowed
+    window=Window(
+        now_ms=NOW,
+        local_ms=NOW,
+        past_per_minute_fg=(0,) * 1441,
+        basal=(),
+        owed_fg=0,
+        max_dose_24h_fg=3 * MG * FG,
+        stroke_fg=100,
+    ),
     reservoir_nl=5_000_000,
     bolus_volume_nl=20_000,
     empty_level_nl=1_000_000,
@@ -62,7 +72,7 @@ DENIALS: list[tuple[BolusDecision, dict]] = [
     (BolusDecision.BOLUS_IN_PROGRESS, {"bolus_active_until_ms": NOW + 5 * MIN}),
     (BolusDecision.LOCKOUT, {"lockout_until_ms": NOW + H}),
     (BolusDecision.COUNT_LIMIT, {"boluses_in_window": 6}),
-    (BolusDecision.DOSE_LIMIT, {"projected_max_window_fg": 3 * MG * FG + 1}),
+    (BolusDecision.DOSE_LIMIT, {"dose_fg": 3 * MG * FG + 1}),
     (BolusDecision.RESERVOIR, {"reservoir_nl": 1_000_000 + 20_000 - 1}),
 ]
 
@@ -124,21 +134,22 @@ def test_rule_patient_bolus_count_limit_says_oldest_start_plus_24h():
 
 def test_rule_patient_bolus_dose_limit_says_when_enough_old_delivery_leaves_the_window():
     # 700 fg in the window's minute 100 and 500 in minute 200 (index 1440 is the current
-    # minute); 1000 fg must leave. A minute at index j is wholly more than 24 h old once
-    # the minute j + 1 after the current one starts.
+    # minute); the dose leaves room for 200 fg, so 1000 fg must leave. A minute at index j
+    # is wholly more than 24 h old once the minute j + 1 after the current one starts.
     past = [0] * 1441
     past[100], past[200] = 700, 500
-    f = facts(projected_max_window_fg=3 * MG * FG + 1_000, past_per_minute_fg=tuple(past))
-    v = decide(f)
+    w = dataclasses.replace(GRANTABLE.window, past_per_minute_fg=tuple(past))
+    v = decide(facts(window=w, dose_fg=3 * MG * FG - 200))
     assert v.decision is BolusDecision.DOSE_LIMIT
     assert v.next_available_at_ms == (NOW // MIN + 201) * MIN
-    assert decide(facts(projected_max_window_fg=3 * MG * FG)).granted  # at the limit is within it
+    assert decide(facts(window=w, dose_fg=3 * MG * FG - 1_200)).granted  # at the limit is within it
 
 
 def test_rule_patient_bolus_dose_limit_with_no_room_foreseeable_says_no_time():
     past = [0] * 1441
     past[5] = 10
-    v = decide(facts(projected_max_window_fg=3 * MG * FG + 1_000, past_per_minute_fg=tuple(past)))
+    w = dataclasses.replace(GRANTABLE.window, past_per_minute_fg=tuple(past))
+    v = decide(facts(window=w, dose_fg=3 * MG * FG + 1))
     assert (v.decision, v.next_available_at_ms) == (BolusDecision.DOSE_LIMIT, None)
 
 
@@ -364,15 +375,16 @@ def test_rule_reservoir_estimate_decreases_with_delivery_and_never_below_zero():
 
 
 def test_rule_reservoir_low_and_empty_levels():
-    r = Reservoir(20_000, 2_000_001)
-    assert not r.is_low(2_000)
-    r.delivered(1)
-    assert r.is_low(2_000) and not r.is_empty(CFG)
-    r = Reservoir(20_000, 1_000_001)
-    assert not r.is_empty(CFG)
-    r.delivered(1)
-    assert r.is_empty(CFG)
-    assert not r.is_empty(FirmwareConfig(empty_reservoir_ul=999))
+    assert not reservoir_rule.is_low(2_000_001, 2_000)
+    assert reservoir_rule.is_low(2_000_000, 2_000)
+    empty = CFG.empty_reservoir_ul * 1000
+    assert not reservoir_rule.is_empty(1_000_001, empty, None)
+    assert reservoir_rule.is_empty(1_000_000, empty, None)
+    assert not reservoir_rule.is_empty(1_000_000, 999_000, None)
+    # So near the empty level that not one more stroke fits above it: empty.
+    assert reservoir_rule.is_empty(1_000_499, empty, 500)
+    assert not reservoir_rule.is_empty(1_000_500, empty, 500)
+    assert reservoir_rule.strokes_above_empty(1_001_499, empty, 500) == 2
 
 
 @pytest.mark.parametrize(
@@ -390,70 +402,117 @@ def test_rule_reservoir_low_and_empty_levels():
 )
 def test_rule_reservoir_refill_discrepancy_past_1ml_on_20ml_and_2ml_on_40ml(capacity_ul, off_nl, consequential):
     r = Reservoir(capacity_ul, 3_000_000)
-    result = r.refill(3_000_000 + off_nl, 15_000_000, CFG)
-    assert result.discrepancy_nl == off_nl
-    assert result.consequential is consequential
+    discrepancy = r.refill(3_000_000 + off_nl, 15_000_000, Fill("morphine", 5 * MG))
+    assert discrepancy == off_nl
+    small, large = CFG.refill_discrepancy_small_ul, CFG.refill_discrepancy_large_ul
+    assert reservoir_rule.discrepancy_consequential(discrepancy, r.capacity_nl, small, large) is consequential
     assert r.volume_nl == 15_000_000  # the estimate restarts from the fill
+    assert r.fill == Fill("morphine", 5 * MG)  # and what the fill put in is recorded
 
 
 def test_rule_reservoir_refill_discrepancy_limits_are_configurable():
-    cfg = FirmwareConfig(refill_discrepancy_small_ul=500, refill_discrepancy_large_ul=700)
-    assert Reservoir(20_000, 3_000_000).refill(3_500_001, 0, cfg).consequential
-    assert not Reservoir(40_000, 3_000_000).refill(3_700_000, 0, cfg).consequential
+    assert reservoir_rule.discrepancy_consequential(500_001, 20_000_000, 500, 700)
+    assert not reservoir_rule.discrepancy_consequential(700_000, 40_000_000, 500, 700)
 
 
 def test_rule_reservoir_overfill_beyond_capacity_is_detected():
-    r = Reservoir(20_000, 3_000_000)
-    assert r.check_overfill(3_000_000, 20_000_000) is None
-    assert r.check_overfill(3_000_000, 20_000_001) == 20_000_001
+    cap = 20_000_000
+    assert not reservoir_rule.overfills(3_000_000, 3_000_000, 20_000_000, cap)
+    assert reservoir_rule.overfills(3_000_000, 3_000_000, 20_000_001, cap)
     # Less withdrawn than the estimate: the rest may still be inside, so it counts.
-    assert r.check_overfill(2_000_000, 19_000_000) is None
-    assert r.check_overfill(2_000_000, 19_000_001) == 20_000_001
-    assert Reservoir(40_000, 0).check_overfill(0, 40_000_000) is None
-    assert r.volume_nl == 3_000_000  # checking changes nothing
+    assert not reservoir_rule.overfills(3_000_000, 2_000_000, 19_000_000, cap)
+    assert reservoir_rule.overfills(3_000_000, 2_000_000, 19_000_001, cap)
+    assert not reservoir_rule.overfills(0, 0, 40_000_000, 40_000_000)
 
 
-# ================================================================ the safety layer
+# ================================================================ the run rules (the guard asks them)
 
 RUN_OK = RunFacts(
-    running=True,
-    priming=False,
+    purpose=Purpose.BASAL,
+    state=TherapyState.RUNNING,
     high_alarm=False,
+    strokes=64,
+    interval_ms=1_800,
+    max_strokes_per_run=64,
+    min_interval_ms=1_800,
+    now_ms=NOW,
+    last_stroke_ms=NOW - 1_800,
+    stroke_nl=500,
     reservoir_nl=5_000_000,
     empty_level_nl=1_000_000,
-    run_volume_nl=32_000,
     window_fg=1 * MG * FG,
-    run_drug_fg=160_000 * FG,
+    drug_fg=160_000 * FG,
     max_dose_24h_fg=3 * MG * FG,
 )
 RUN_REFUSALS = [
-    ("high-priority alarm", {"high_alarm": True}),
-    ("therapy not running", {"running": False}),
-    ("reservoir at the empty level", {"reservoir_nl": 1_000_000 + 32_000 - 1}),
-    ("rolling 24 h hard limit", {"window_fg": 3 * MG * FG - 160_000 * FG + 1}),
+    (Stop.HIGH_ALARM, {"high_alarm": True}),
+    (Stop.NOT_RUNNING, {"state": TherapyState.STOPPED}),
+    (Stop.MECHANISM, {"strokes": 65}),
+    (Stop.TOO_SOON, {"last_stroke_ms": NOW - 1_799}),
+    (Stop.RESERVOIR, {"reservoir_nl": 1_000_000 + 32_000 - 1}),
+    (Stop.LIMIT_24H, {"window_fg": 3 * MG * FG - 160_000 * FG + 1}),
 ]
 
 
-def test_rule_safety_run_may_start_when_every_rule_holds():
-    assert run_refusal(RUN_OK) is None
-    assert run_refusal(dataclasses.replace(RUN_OK, reservoir_nl=1_032_000)) is None  # leaves exactly empty
-    assert run_refusal(dataclasses.replace(RUN_OK, window_fg=3 * MG * FG - 160_000 * FG)) is None  # reaches the limit
+def test_rule_run_may_start_when_every_rule_holds():
+    assert refusal(RUN_OK) is None
+    assert refusal(dataclasses.replace(RUN_OK, reservoir_nl=1_032_000)) is None  # leaves exactly empty
+    assert refusal(dataclasses.replace(RUN_OK, window_fg=3 * MG * FG - 160_000 * FG)) is None  # reaches the limit
+    assert refusal(dataclasses.replace(RUN_OK, last_stroke_ms=None)) is None
 
 
-@pytest.mark.parametrize("i", range(len(RUN_REFUSALS)), ids=[r for r, _ in RUN_REFUSALS])
-def test_rule_safety_run_refusal_for_each_reason_in_order(i):
-    assert run_refusal(dataclasses.replace(RUN_OK, **RUN_REFUSALS[i][1])) == RUN_REFUSALS[i][0]
+@pytest.mark.parametrize("i", range(len(RUN_REFUSALS)), ids=[r.name for r, _ in RUN_REFUSALS])
+def test_rule_run_refusal_for_each_reason_in_order(i):
+    assert refusal(dataclasses.replace(RUN_OK, **RUN_REFUSALS[i][1])) is RUN_REFUSALS[i][0]
     changes: dict = {}
     for _, c in RUN_REFUSALS[i:]:
         changes.update(c)
-    assert run_refusal(dataclasses.replace(RUN_OK, **changes)) == RUN_REFUSALS[i][0]
+    assert refusal(dataclasses.replace(RUN_OK, **changes)) is RUN_REFUSALS[i][0]
 
 
-def test_rule_safety_priming_runs_while_stopped_and_is_not_drug_to_the_patient():
-    priming = dataclasses.replace(RUN_OK, running=False, priming=True, run_drug_fg=0, window_fg=3 * MG * FG + 5)
-    assert run_refusal(priming) is None
-    assert run_refusal(dataclasses.replace(priming, high_alarm=True)) == "high-priority alarm"
-    assert run_refusal(dataclasses.replace(priming, reservoir_nl=1_000_000)) == "reservoir at the empty level"
+@pytest.mark.parametrize("field", ["strokes", "interval_ms"])
+def test_rule_run_beyond_the_mechanism_is_refused(field):
+    bad = {"strokes": 0, "interval_ms": 1_799}[field]
+    assert refusal(dataclasses.replace(RUN_OK, **{field: bad})) is Stop.MECHANISM
+
+
+def test_rule_run_priming_runs_while_stopped_and_its_drug_counts_toward_the_limit():
+    priming = dataclasses.replace(RUN_OK, purpose=Purpose.PRIMING, state=TherapyState.STOPPED)
+    assert refusal(priming) is None
+    assert refusal(dataclasses.replace(priming, window_fg=3 * MG * FG)) is Stop.LIMIT_24H
+    assert refusal(dataclasses.replace(priming, high_alarm=True)) is Stop.HIGH_ALARM
+    assert refusal(dataclasses.replace(priming, reservoir_nl=1_000_000)) is Stop.RESERVOIR
+    assert refusal(dataclasses.replace(priming, state=TherapyState.REFILL)) is Stop.NOT_RUNNING
+    for purpose in (Purpose.BASAL, Purpose.PATIENT, Purpose.CLINICIAN):
+        assert refusal(dataclasses.replace(priming, purpose=purpose)) is Stop.NOT_RUNNING
+
+
+STROKE_OK = StrokeFacts(
+    purpose=Purpose.PATIENT,
+    state=TherapyState.RUNNING,
+    high_alarm=False,
+    made=10,
+    commanded=64,
+    reservoir_nl=1_000_000,
+    empty_level_nl=1_000_000,
+    window_fg=3 * MG * FG,
+    max_dose_24h_fg=3 * MG * FG,
+)
+
+
+@pytest.mark.parametrize(
+    ("stop", "changes"),
+    [
+        (None, {}),
+        (Stop.HIGH_ALARM, {"high_alarm": True}),
+        (Stop.NOT_RUNNING, {"state": TherapyState.HALTED}),
+        (Stop.MECHANISM, {"made": 65}),
+        (Stop.RESERVOIR, {"reservoir_nl": 999_999}),
+        (Stop.LIMIT_24H, {"window_fg": 3 * MG * FG + 1}),
+    ],
+)
+def test_rule_run_every_reported_stroke_is_checked_again(stop, changes):
+    assert stroke_refusal(dataclasses.replace(STROKE_OK, **changes)) is stop
 
 
 @pytest.mark.parametrize(
@@ -466,23 +525,19 @@ def test_rule_safety_priming_runs_while_stopped_and_is_not_drug_to_the_patient()
         (3 * MG * FG + 5, 10, 0),  # already over: none, never negative
     ],
 )
-def test_rule_safety_strokes_within_the_hard_limit(window, wanted, expect):
-    assert strokes_within_limit(window, 2_500 * FG, 3 * MG * FG, wanted) == expect
+def test_rule_limit24h_strokes_within_the_hard_limit(window, wanted, expect):
+    assert strokes_within(window, 2_500 * FG, 3 * MG * FG, wanted) == expect
 
 
-def test_rule_safety_strokes_without_drug_are_not_limited():
-    assert strokes_within_limit(10**20, 0, 1, 7) == 7
+def test_rule_limit24h_strokes_without_drug_are_not_limited():
+    assert strokes_within(10**20, 0, 1, 7) == 7
 
 
-def test_rule_safety_occlusion_needs_pressure_over_the_threshold_for_the_whole_dwell():
+def test_rule_occlusion_needs_pressure_over_the_threshold_for_the_whole_dwell():
     assert not occlusion_confirmed(None, 10**9, 30_000)
     assert not occlusion_confirmed(1_000, 1_000 + 29_999, 30_000)  # a spike shorter than the dwell
     assert occlusion_confirmed(1_000, 1_000 + 30_000, 30_000)
     assert occlusion_confirmed(1_000, 1_000 + 10**6, 30_000)
-
-
-def test_rule_safety_shortfall_is_fewer_strokes_made_than_commanded():
-    assert shortfall(64, 63) and not shortfall(64, 64) and not shortfall(0, 0)
 
 
 # ================================================================ the therapy state machine
@@ -532,14 +587,14 @@ class FakeController:
             self.therapy.fire(self.then.pop(new))
 
     def put(self, state: str) -> None:
-        self.therapy.machine.set_state(state)
-        assert self.therapy.state == state
+        self.therapy.machine.set_state(CODE[state])
+        assert self.therapy.state is CODE[state]
 
 
 def test_rule_therapy_machine_has_exactly_the_triggers_of_the_issue():
     t = FakeController().therapy
     assert set(t.machine.events) == set(TRIGGERS)
-    assert t.state == "boot" and t.code is TherapyState.BOOT
+    assert t.state is TherapyState.BOOT
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -551,12 +606,11 @@ def test_rule_therapy_every_allowed_transition_and_every_disallowed_one(state, t
     ok = fake.therapy.fire(trigger)  # never raises
     if dest is None:
         assert ok is False
-        assert fake.therapy.state == state
+        assert fake.therapy.state is CODE[state]
         assert fake.changes == []
     else:
         assert ok is True
-        assert fake.therapy.state == dest
-        assert fake.therapy.code is CODE[dest]
+        assert fake.therapy.state is CODE[dest]
         assert fake.changes == [(CODE[state], CODE[dest])]  # announced once, old and new
 
 
@@ -565,7 +619,7 @@ def test_rule_therapy_guarded_transitions_need_can_deliver(state, trigger):
     fake = FakeController(can_deliver=False)
     fake.put(state)
     assert fake.therapy.fire(trigger) is False
-    assert fake.therapy.state == state
+    assert fake.therapy.state is CODE[state]
     assert fake.changes == []
     fake.deliverable = True
     assert fake.therapy.fire(trigger) is True
@@ -576,7 +630,7 @@ def test_rule_therapy_unguarded_transitions_do_not_ask_can_deliver(state, trigge
     fake = FakeController(can_deliver=False)
     fake.put(state)
     assert fake.therapy.fire(trigger) is True
-    assert fake.therapy.state == ALLOWED[(state, trigger)]
+    assert fake.therapy.state is CODE[ALLOWED[(state, trigger)]]
 
 
 def test_rule_therapy_a_trigger_fired_while_announcing_a_change_runs_after_it():
@@ -585,7 +639,7 @@ def test_rule_therapy_a_trigger_fired_while_announcing_a_change_runs_after_it():
     fake = FakeController()
     fake.then[TherapyState.RUNNING] = "halt"
     assert fake.therapy.fire("boot_to_running")
-    assert fake.therapy.state == "halted"
+    assert fake.therapy.state is TherapyState.HALTED
     assert fake.changes == [
         (TherapyState.BOOT, TherapyState.RUNNING),
         (TherapyState.RUNNING, TherapyState.HALTED),
@@ -598,7 +652,7 @@ def test_rule_therapy_committed_diagram_matches_the_machine():
         "docs/therapy-states.md differs from the state machine in firmware/therapy.py: run `thecal diagram`"
     )
     for (state, trigger), dest in ALLOWED.items():
-        assert f"{state} --> {dest}:" in committed and trigger in committed
+        assert f"{state.upper()} --> {dest.upper()}:" in committed and trigger in committed
 
 
 # ================================================================ catheter bridging

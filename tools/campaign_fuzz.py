@@ -73,9 +73,8 @@ from cobs import cobs
 
 from emulator.model import PumpModel
 from emulator.rig import InProcessPort, Rig
+from firmware.board import ControllerFactory
 from firmware.config import FirmwareConfig
-from firmware.controller import Controller
-from firmware.nvm import MemoryNvm
 from protocol import codec, schema
 from protocol.auth import FrameSigner
 from protocol.codes import LogEvent, MessageFamily, NakReason, Role
@@ -220,11 +219,9 @@ class InProcessRig:
         krng = random.Random(f"thecal-fuzz-keys-{seed}")
         self.keys = {r: krng.randbytes(32) for r in Role}
         self._out = bytearray()
-        nvm = MemoryNvm()
-        config = FirmwareConfig()
         self.rig = Rig(
             PumpModel(),
-            InProcessPort(lambda: Controller(self.keys, nvm, config=config)),
+            InProcessPort(ControllerFactory(self.keys)),
             self.keys,
             seed=seed,
             host_write=self._out.extend,

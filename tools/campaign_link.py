@@ -63,9 +63,7 @@ import serial
 
 from emulator.model import PumpModel
 from emulator.rig import InProcessPort, Rig
-from firmware.config import FirmwareConfig
-from firmware.controller import Controller
-from firmware.nvm import MemoryNvm
+from firmware.board import ControllerFactory
 from protocol import codec
 from protocol.auth import FrameSigner
 from protocol.codes import AlarmId, Fault, Link, LogEvent, MotorState, Role, TherapyState
@@ -267,10 +265,8 @@ class LinkRig:
         krng = random.Random(f"thecal-link-keys-{seed}")
         self.keys = {r: krng.randbytes(32) for r in Role}
         self.model = model or PumpModel()
-        nvm = MemoryNvm()
-        config = FirmwareConfig()
         self.port = VirtualPort()
-        self.ctl_port = TappedPort(lambda: Controller(self.keys, nvm, config=config), lambda: self.rig.now_ms)
+        self.ctl_port = TappedPort(ControllerFactory(self.keys), lambda: self.rig.now_ms)
         self.rig = Rig(
             self.model,
             self.ctl_port,

@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd == "emulator":
         return _emulator(args)
     if cmd == "firmware":
-        from firmware.runner import run_firmware
+        from firmware.board.runner import run_firmware
 
         return run_firmware(args.port, args.state_dir, args.exit_on_stdin_eof)
     if cmd == "diagram":
@@ -328,6 +328,7 @@ def _emulator(args: argparse.Namespace) -> int:
     from emulator.scripted import Action
     from emulator.server import EmulatorOptions, parse_start, run_emulator
     from emulator.state import StateError
+    from firmware.board import controller_factory
 
     try:
         parse_start(args.start)
@@ -352,6 +353,7 @@ def _emulator(args: argparse.Namespace) -> int:
             idle_timeout_s=args.idle_timeout,
             script=script,
             controller=args.controller,
+            firmware=controller_factory,
         )
         return run_emulator(opts)
     except (ValueError, ModelError, StateError, OSError) as e:
@@ -666,9 +668,10 @@ def _log_fields(entry) -> dict[str, Any]:
         e.DELIVERY_SHORTFALL: (("strokes_commanded", plain), ("strokes_made", plain)),
         e.COMMAND_REFUSED: (("message", msg_name), ("reason", enum(NakReason))),
         e.DELIVERY_MILESTONE: (("delivered_ml", plain),),
-        e.CLOCK_WENT_BACK: (("seconds_back", plain), ("odometer_strokes_back", plain)),
+        e.CLOCK_WENT_BACK: (("pump_s_back", plain), ("rtc_s_back", plain)),
         e.NVM_OUTDATED: (("proof", enum(MemoryProof)), ("by", plain)),
-        e.BASAL_FORFEITED: (("strokes", plain), ("minutes", plain)),
+        e.BASAL_FORFEITED: (("strokes", plain), ("ng", plain)),
+        e.ODOMETER_WENT_BACK: (("counted_strokes", plain), ("odometer_strokes", plain)),
     }
     ev = entry.event
     out: dict[str, Any] = {

@@ -35,6 +35,7 @@ import serial
 from protocol import codec
 from protocol.auth import FrameSigner
 from protocol.codes import AlarmId, Fault, Link, MessageFamily, MotorState, NakReason, Role
+from protocol.keyfile import load_keys
 from protocol.messages import (
     HOST_LINK_TYPES,
     LOG_PAGE_MAX,
@@ -152,16 +153,6 @@ class WallClockSigner(FrameSigner):
         if self.counter < floor:
             self.counter = floor
         return super().__call__(head)
-
-
-ROLE_NAMES = {"clinician": Role.CLINICIAN, "patient": Role.PATIENT, "sim": Role.SIM}
-
-
-def load_keys(path: str | Path) -> dict[Role, bytes]:
-    import json
-
-    raw = json.loads(Path(path).read_text())
-    return {ROLE_NAMES[k]: bytes.fromhex(v) for k, v in raw.items() if k in ROLE_NAMES}
 
 
 def port_of(state_dir: str | Path) -> str:

@@ -21,9 +21,8 @@ from emulator.model import PumpModel
 from emulator.rig import InProcessPort, PtyPort, Rig
 from emulator.server import open_pty
 from emulator.state import StateDir
-from firmware.config import FirmwareConfig
+from firmware.board import ControllerFactory
 from firmware.controller import Controller
-from firmware.nvm import NVM_FILE, FileNvm, MemoryNvm
 from protocol import codec
 from protocol.auth import FrameSigner, new_key
 from protocol.codes import BolusDecision, MessageFamily, Role
@@ -75,11 +74,9 @@ class LocalPump:
                 start_new_session=True,
             )
         else:
-            config = FirmwareConfig()
-            self.nvm = (
-                FileNvm(Path(state_dir) / NVM_FILE, config.log_capacity) if state_dir is not None else MemoryNvm()
-            )
-            port = InProcessPort(lambda: Controller(self.keys, self.nvm, config=config))
+            factory = ControllerFactory(self.keys, state_dir)
+            self.nvm = factory.nvm
+            port = InProcessPort(factory)
         self.rig = Rig(
             model or PumpModel(),
             port,

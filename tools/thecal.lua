@@ -198,6 +198,7 @@ local vs_LogEvent = {
     [23] = "CLOCK_WENT_BACK",
     [24] = "NVM_OUTDATED",
     [25] = "BASAL_FORFEITED",
+    [26] = "ODOMETER_WENT_BACK",
 }
 
 local vs_msg_type = {

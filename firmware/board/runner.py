@@ -15,17 +15,17 @@ import sys
 from pathlib import Path
 
 from protocol import codec
+from protocol.keyfile import load_keys
 from protocol.messages import ControllerStart
 
-from .config import FirmwareConfig
-from .controller import Controller
-from .nvm import NVM_FILE, FileNvm
+from ..config import FirmwareConfig
+from ..controller import Controller
+from .druglib import DrugLibraryError, load_library
+from .filenvm import NVM_FILE, FileNvm
 
 
 def run_firmware(port: str, state_dir: str, exit_on_stdin_eof: bool = False) -> int:
     import serial
-
-    from tools.client import load_keys
 
     sd = Path(state_dir)
     nvm_path = sd / NVM_FILE
@@ -45,7 +45,12 @@ def run_firmware(port: str, state_dir: str, exit_on_stdin_eof: bool = False) -> 
     except OSError as e:
         print(f"thecal firmware: cannot open {nvm_path}: {e}", file=sys.stderr)
         return 2
-    ctl = Controller(keys, nvm, config=config)
+    try:
+        drugs = load_library()
+    except DrugLibraryError as e:
+        print(f"thecal firmware: {e}", file=sys.stderr)
+        return 2
+    ctl = Controller(keys, nvm, drugs, config)
     try:
         ser = serial.Serial(port, timeout=0)
     except serial.SerialException as e:

@@ -1,0 +1,158 @@
+"""A prescription is validated as a whole before it is accepted (SR-001, SR-002).
+
+The drug must be in the drug library, its concentration and daily dose within the drug's
+maxima, every basal step deliverable by the mechanism, basal alone under the rolling
+24 h hard limit over the longest window the pump measures, and the patient bolus's dose,
+duration, lockout and count within range. A refusal names the field and the limit it
+broke, and changes nothing.
+"""
+
+from __future__ import annotations
+
+from ..dose import FG_PER_NG, MS_PER_DAY, NL_PER_ML, basal_integral_fg_ms, volume_nl
+from ..druglib import Drug, DrugLibrary
+from ..history import MINUTE_MS
+from ..prescription import (
+    MAX_BOLUS_DURATION_S,
+    MAX_BOLUSES_PER_24H,
+    MAX_LOCKOUT_S,
+    MIN_BOLUS_DURATION_S,
+    MIN_LOCKOUT_S,
+    S_PER_DAY,
+    HwLimits,
+    PatientBolus,
+    Prescription,
+    fmt_dose,
+)
+
+
+class PrescriptionError(ValueError):
+    """A refused prescription: `field` names what broke, the message the limit."""
+
+    def __init__(self, field: str, error: str) -> None:
+        super().__init__(f"{field}: {error}")
+        self.field = field
+        self.error = error
+
+
+def _fmt(ng: int, drug: Drug) -> str:
+    return fmt_dose(ng, drug.unit)
+
+
+def validate(p: Prescription, drugs: DrugLibrary, hw: HwLimits, empty_reservoir_ul: int) -> None:
+    """Raise PrescriptionError for the first rule the prescription breaks."""
+    drug = drugs.get(p.drug)
+    if drug is None:
+        raise PrescriptionError("drug", f"{p.drug!r} is not in the drug library ({', '.join(drugs.names)})")
+    conc = p.concentration_ng_per_ml
+    if conc <= 0:
+        raise PrescriptionError("concentration_ng_per_ml", "must be above zero")
+    if conc > drug.max_concentration_ng_per_ml:
+        raise PrescriptionError(
+            "concentration_ng_per_ml",
+            f"{_fmt(conc, drug)}/mL exceeds {drug.name}'s maximum {_fmt(drug.max_concentration_ng_per_ml, drug)}/mL",
+        )
+    _validate_basal(p, drug, hw)
+    # The day's basal exactly (fg*ms/day units), compared with each ceiling exactly: the
+    # integral is rarely a whole ng, and rounding it down let a schedule a fraction of an
+    # ng over a ceiling pass.
+    exact = basal_integral_fg_ms(p.basal, 0, MS_PER_DAY)
+    daily = exact // (MS_PER_DAY * FG_PER_NG)
+
+    def over(ceiling_ng: int) -> bool:
+        return exact > ceiling_ng * FG_PER_NG * MS_PER_DAY
+
+    if over(drug.max_daily_dose_ng):
+        raise PrescriptionError(
+            "basal",
+            f"{_fmt(daily, drug)}/day of basal exceeds {drug.name}'s maximum daily dose "
+            f"{_fmt(drug.max_daily_dose_ng, drug)}",
+        )
+    limit = p.max_dose_24h_ng
+    if limit <= 0:
+        raise PrescriptionError("max_dose_24h_ng", "the 24 h hard limit must be above zero")
+    if limit > drug.max_daily_dose_ng:
+        raise PrescriptionError(
+            "max_dose_24h_ng",
+            f"hard limit {_fmt(limit, drug)} exceeds {drug.name}'s maximum daily dose "
+            f"{_fmt(drug.max_daily_dose_ng, drug)}",
+        )
+    if over(limit):
+        raise PrescriptionError(
+            "basal", f"basal alone ({_fmt(daily, drug)}/day) is over the 24 h hard limit {_fmt(limit, drug)}"
+        )
+    # The pump measures "the last 24 h" in whole minutes, so its window can hold one minute
+    # more than a day (it errs high). Basal alone must fit that window too, or the safety
+    # layer would hold back basal that was validated.
+    worst_minute = max(s.rate_ng_per_day for s in p.basal) * MINUTE_MS * FG_PER_NG
+    if exact + worst_minute > limit * FG_PER_NG * MS_PER_DAY:
+        raise PrescriptionError(
+            "basal",
+            f"basal alone ({_fmt(daily, drug)}/day) leaves no room under the 24 h hard limit "
+            f"{_fmt(limit, drug)} in the pump's 24 h + 1 min window",
+        )
+    if p.patient_bolus is not None:
+        _validate_bolus(p.patient_bolus, p, drug, hw)
+    cap = hw.reservoir_capacity_ul
+    if not empty_reservoir_ul < p.low_reservoir_ul < cap:
+        raise PrescriptionError(
+            "low_reservoir_ul",
+            f"{p.low_reservoir_ul} uL must lie above the empty level {empty_reservoir_ul} uL "
+            f"and below the reservoir capacity {cap} uL",
+        )
+
+
+def _validate_basal(p: Prescription, drug: Drug, hw: HwLimits) -> None:
+    steps = p.basal
+    if not 1 <= len(steps) <= 24:
+        raise PrescriptionError("basal", f"a schedule has 1 to 24 steps, not {len(steps)}")
+    if steps[0].start_s != 0:
+        raise PrescriptionError("basal[0].start_s", "the first step must start at 00:00")
+    for i, step in enumerate(steps):
+        if not 0 <= step.start_s < S_PER_DAY:
+            raise PrescriptionError(f"basal[{i}].start_s", f"{step.start_s} s is not a time of day (0..86399)")
+        if i and step.start_s <= steps[i - 1].start_s:
+            what = "duplicates" if step.start_s == steps[i - 1].start_s else "comes before"
+            raise PrescriptionError(f"basal[{i}].start_s", f"steps must be sorted: this step {what} the one before")
+        if step.rate_ng_per_day < 0:
+            raise PrescriptionError(f"basal[{i}].rate_ng_per_day", "a rate cannot be negative")
+        nl = volume_nl(step.rate_ng_per_day, p.concentration_ng_per_ml)
+        # Exactly: rate / concentration > stroke per min interval (both sides as nL/day
+        # scaled by concentration x interval), so no rounding lets a rate slip past.
+        needed = step.rate_ng_per_day * NL_PER_ML * hw.min_stroke_interval_ms
+        if needed > hw.stroke_nl * MS_PER_DAY * p.concentration_ng_per_ml:
+            raise PrescriptionError(
+                f"basal[{i}].rate_ng_per_day",
+                f"{_fmt(step.rate_ng_per_day, drug)}/day is {nl / NL_PER_ML:g} mL/day, beyond the mechanism's "
+                f"{hw.max_nl_per_day / NL_PER_ML:g} mL/day",
+            )
+
+
+def _validate_bolus(b: PatientBolus, p: Prescription, drug: Drug, hw: HwLimits) -> None:
+    if b.dose_ng <= 0:
+        raise PrescriptionError("bolus_dose_ng", "a patient bolus needs a dose (or leave every bolus field 0)")
+    if b.dose_ng > p.max_dose_24h_ng:
+        raise PrescriptionError(
+            "bolus_dose_ng",
+            f"{_fmt(b.dose_ng, drug)} is larger than the 24 h hard limit {_fmt(p.max_dose_24h_ng, drug)}",
+        )
+    nl = volume_nl(b.dose_ng, p.concentration_ng_per_ml)
+    if nl < hw.stroke_nl:
+        raise PrescriptionError("bolus_dose_ng", f"{_fmt(b.dose_ng, drug)} is less than one stroke ({hw.stroke_nl} nL)")
+    if not MIN_BOLUS_DURATION_S <= b.duration_s <= MAX_BOLUS_DURATION_S:
+        raise PrescriptionError(
+            "bolus_duration_s", f"{b.duration_s} s is outside {MIN_BOLUS_DURATION_S}..{MAX_BOLUS_DURATION_S} s"
+        )
+    strokes = -(-nl // hw.stroke_nl)
+    if b.duration_s * 1000 // strokes < hw.min_stroke_interval_ms:
+        raise PrescriptionError(
+            "bolus_duration_s",
+            f"{strokes} strokes in {b.duration_s} s is faster than the mechanism's "
+            f"one stroke per {hw.min_stroke_interval_ms} ms",
+        )
+    if not MIN_LOCKOUT_S <= b.lockout_s <= MAX_LOCKOUT_S:
+        raise PrescriptionError("bolus_lockout_s", f"{b.lockout_s} s is outside {MIN_LOCKOUT_S}..{MAX_LOCKOUT_S} s")
+    if b.lockout_s < b.duration_s:
+        raise PrescriptionError("bolus_lockout_s", "the lockout must be at least the bolus duration")
+    if not 1 <= b.max_per_24h <= MAX_BOLUSES_PER_24H:
+        raise PrescriptionError("bolus_max_per_24h", f"{b.max_per_24h} is outside 1..{MAX_BOLUSES_PER_24H}")

@@ -1,0 +1,58 @@
+"""Completing a refill (SR-017, SR-018, SR-041).
+
+REFILL_COMPLETE records what the reservoir now holds: the volume withdrawn is compared
+with the estimate (a consequential discrepancy is alarmed), the fill must not overfill
+the reservoir, and the drug must be the one programmed (or, with no prescription yet,
+one in the drug library). The concentration entered becomes the reservoir's recorded
+concentration, and the prescription's: the prescription keeps its dose per day, so the
+volume rate follows the new concentration, and it must still be valid at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..druglib import DrugLibrary
+from ..prescription import HwLimits, Prescription
+from . import Refusal, out_of_range, reservoir
+from .prescription import PrescriptionError, validate
+
+
+@dataclass(frozen=True)
+class RefillFacts:
+    volume_nl: int  # the estimate before the refill
+    capacity_nl: int
+    withdrawn_nl: int
+    added_nl: int
+    drug: str
+    concentration_ng_per_ml: int
+    prescription: Prescription | None
+    drugs: DrugLibrary
+    limits: HwLimits
+    empty_reservoir_ul: int
+
+
+@dataclass(frozen=True)
+class RefillVerdict:
+    refusal: Refusal | None
+    prescription: Prescription | None  # the prescription at the new concentration
+
+
+def decide(f: RefillFacts) -> RefillVerdict:
+    if reservoir.overfills(f.volume_nl, f.withdrawn_nl, f.added_nl, f.capacity_nl):
+        return RefillVerdict(
+            out_of_range("added_nl", f"{f.added_nl} nL would overfill the {f.capacity_nl} nL reservoir"), None
+        )
+    rx = f.prescription
+    if rx is None:
+        if f.drugs.get(f.drug) is None:
+            return RefillVerdict(out_of_range("drug", f"{f.drug!r} is not in the drug library"), None)
+        return RefillVerdict(None, None)
+    if f.drug != rx.drug:
+        return RefillVerdict(out_of_range("drug", f"the pump is programmed for {rx.drug}: reprogram first"), None)
+    new_rx = replace(rx, concentration_ng_per_ml=f.concentration_ng_per_ml)
+    try:
+        validate(new_rx, f.drugs, f.limits, f.empty_reservoir_ul)
+    except PrescriptionError as e:
+        return RefillVerdict(out_of_range(e.field, e.error), None)
+    return RefillVerdict(None, new_rx)

@@ -1,0 +1,38 @@
+"""Starting therapy (SR-016, SR-021).
+
+START needs therapy stopped, a prescription that names what the reservoir holds (after a
+change of drug, the refill that records the new one), no high-priority alarm standing (a
+halted pump resumes only when a person has dealt with it) and a reservoir above the
+empty level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.codes import TherapyState
+
+from . import Refusal, wrong_state
+
+
+@dataclass(frozen=True)
+class StartFacts:
+    state: TherapyState
+    has_prescription: bool
+    holds_another_drug: str | None  # what the reservoir holds, when the prescription names another
+    high_alarm: bool
+    reservoir_empty: bool
+
+
+def refusal(f: StartFacts) -> Refusal | None:
+    if f.state is not TherapyState.STOPPED:
+        return wrong_state(f"start needs state stopped, not {f.state.name.lower()}")
+    if not f.has_prescription:
+        return wrong_state("no prescription programmed")
+    if f.holds_another_drug is not None:
+        return wrong_state(f"{f.holds_another_drug}: refill with the drug programmed before starting")
+    if f.high_alarm:
+        return wrong_state("a high-priority alarm stands")
+    if f.reservoir_empty:
+        return wrong_state("reservoir at the empty level: refill first")
+    return None
