@@ -79,7 +79,9 @@ class NoisyChannel:
         return ready
 
     def next_release_ms(self) -> int | None:
-        return min((t for t, _ in self._held), default=None)
+        if not self._held:  # (asked at every event: most of the time nothing is held)
+            return None
+        return min(t for t, _ in self._held)
 
     def _p(self, fault: Fault) -> float:
         s = self.settings.get(fault)

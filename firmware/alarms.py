@@ -61,7 +61,8 @@ class AlarmSet:
         return {Priority.HIGH: c.silence_high_ms, Priority.MEDIUM: c.silence_medium_ms}.get(p, c.silence_low_ms)
 
     def condition(self, alarm: AlarmId, present: bool, now_ms: int) -> str | None:
-        """Report an alarm's condition. Returns "raised", "cleared" or None (no change)."""
+        """Report an alarm's condition. Returns "raised", "cleared", "changed" (still
+        latched, its condition changed) or None (nothing changed)."""
         a = self.active.get(alarm)
         if present:
             if a is None:
@@ -73,6 +74,7 @@ class AlarmSet:
                 a.acknowledged = False
                 a.silenced_until_ms = 0
                 a.next_tone_ms = now_ms
+                return "changed"
             return None
         if a is None or not a.condition:
             return None
@@ -80,7 +82,7 @@ class AlarmSet:
         if a.acknowledged:
             del self.active[alarm]
             return "cleared"
-        return None
+        return "changed"
 
     def clear(self, alarm: AlarmId) -> bool:
         """Remove outright (refill completion clears the reservoir alarms)."""

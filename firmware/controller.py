@@ -42,6 +42,7 @@ from .parts import Parts
 from .persist import Persist
 
 HW_INFO_RETRY_MS = 1_000  # ask again this often while HW_INFO has not come
+KICK_PERCENT = 49  # wake to kick the watchdog by this share of its window
 
 
 class Controller:
@@ -176,7 +177,9 @@ class Controller:
             return
         made, fault = p.guard.on_progress(msg)
         self._count(made)
-        p.guard.recheck(p.supervisor.delivery_facts())
+        e, s = p.engine, p.supervisor
+        window_fg = e.history.window_fg(p.clock.now_ms)
+        p.guard.recheck(s.state, s.high_alarm(), e.reservoir.volume_nl, window_fg, e.max_dose_24h_fg)
         self._apply(fault)
 
     def _on_sensors(self, msg: Sensors) -> None:
@@ -219,28 +222,38 @@ class Controller:
                 self._hw_asked_ms = now
             out.send(SleepUntil(wake_at_ms=p.clock.to_pump_ms(self._hw_asked_ms + HW_INFO_RETRY_MS)))
             return
-        self._occlusion()
-        pattern = p.alarms.tones_due(now)
-        if pattern is not None:
-            out.send(Beep(pattern=pattern, repeat=1, repeat_interval_ms=0))
-            out.touch("alarms")
-        wake = [p.alarms.next_tone_ms()]
-        p.guard.overdue()
-        wake.append(p.guard.deadline_ms())  # (a run started below wakes us with its first report)
-        s = p.supervisor
-        if p.guard.run is None:
-            wake.append(p.engine.deliver(s.state, s.high_alarm()))
-        wake.append(p.guard.poll(AlarmId.OCCLUSION in p.alarms.active))
-        wake.append(self._kick(now, p.hardware.info.watchdog_window_ms))
-        due = min((w for w in wake if w is not None), default=None)
+        alarms, guard = p.alarms, p.guard
+        due: int | None = None
+        if alarms.active or guard.sensing.pressure_high_since_ms is not None:
+            self._occlusion()
+            pattern = alarms.tones_due(now)
+            if pattern is not None:
+                out.send(Beep(pattern=pattern, repeat=1, repeat_interval_ms=0))
+                out.touch("alarms")
+            due = alarms.next_tone_ms()
+        guard.overdue()
+        if guard.run is not None:
+            due = _earliest(due, guard.run.deadline_ms)  # (a run started below wakes us with its first report)
+        else:
+            s = p.supervisor
+            due = _earliest(due, p.engine.deliver(s.state, s.high_alarm()))
+        due = _earliest(due, guard.poll(AlarmId.OCCLUSION in alarms.active))
+        due = _earliest(due, self._kick(now, p.hardware.info.watchdog_window_ms))
         out.send(SleepUntil(wake_at_ms=NONE_U64 if due is None else p.clock.to_pump_ms(max(due, now))))
 
     def _kick(self, now: int, window_ms: int) -> int:
         """Kick the watchdog on any wake-up once a tenth of its window has passed, and wake
-        before two fifths of it: stroke wake-ups usually carry the kick for free. Two
-        fifths, so that a kick lost on the link is made good by the next one inside the
-        same window (two kicks apart are at most four fifths of it)."""
+        to kick before half of it has: a kick lost on the link is then made good by the
+        next one inside the same window (two gaps between kicks make at most 98 % of it).
+        Just under half, not less: stroke reports that come more often than that carry
+        every kick, and the controller wakes for nothing else."""
         if self._last_kick_ms < 0 or now - self._last_kick_ms >= window_ms // 10:
             self.parts.outbox.send(WatchdogKick())
             self._last_kick_ms = now
-        return self._last_kick_ms + window_ms * 2 // 5
+        return self._last_kick_ms + window_ms * KICK_PERCENT // 100
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None or a <= b else b

@@ -204,23 +204,24 @@ class Guard:
         if self.run is not None and self.run.purpose is purpose:
             self.stop()
 
-    def recheck(self, facts: DeliveryFacts) -> None:
+    def recheck(self, state: TherapyState, high_alarm: bool, reservoir_nl: int, window_fg: int, max_fg: int) -> None:
         """After the strokes just reported were counted: stop the run going on if a rule
-        no longer holds for it."""
+        no longer holds for it (the reservoir, the rolling 24 h and the 24 h limit as the
+        engine now counts them)."""
         run = self.run
         if run is None:
             return
         verdict = run_rule.stroke_refusal(
             run_rule.StrokeFacts(
                 purpose=run.purpose,
-                state=facts.state,
-                high_alarm=facts.high_alarm,
+                state=state,
+                high_alarm=high_alarm,
                 made=run.reported,
                 commanded=run.strokes,
-                reservoir_nl=facts.reservoir_nl,
+                reservoir_nl=reservoir_nl,
                 empty_level_nl=self.config.empty_reservoir_ul * 1000,
-                window_fg=facts.window_fg,
-                max_dose_24h_fg=facts.max_dose_24h_fg,
+                window_fg=window_fg,
+                max_dose_24h_fg=max_fg,
             )
         )
         if verdict is not None:

@@ -89,8 +89,9 @@ SCALARS: tuple[tuple[str, int], ...] = (
     ("superblock", 0),  # id 0 is the superblock itself
     ("state", 32),  # the therapy state and what a halt or refill returns to
     ("prescription", 2048),
-    ("delivery", 2048),  # basal owed, reservoir, catheter, bolus, odometer and the runs commanded
-    ("clock", 128),  # the latest controller and local time committed, skew and clock offset
+    # basal owed, reservoir, catheter, bolus, odometer, the runs commanded, and the clock:
+    # the latest controller and local time committed, its skew and the clock offset
+    ("delivery", 2048),
     ("boot", 32),  # the hardware's boot count at the last boot
     ("fill", 128),  # what the last fill put in the reservoir
     ("bolus_starts", 1536),

@@ -1,16 +1,15 @@
 """What the parts commit to NVM, and what they are restored from at boot (SR-033, SR-035).
 
 Each part touches the records its change affects (firmware/outbox.py); after each input
-the controller commits exactly those, before anything queued goes out on the pump link.
-Records group what changes together: a stroke rewrites `delivery` (basal owed, reservoir,
-catheter, bolus, odometer, runs), `clock` and one history minute; a patient bolus adds
-`bolus_starts` and `limits`. Whether the NVM restored can be trusted is the boot's
-question (firmware/boot.py), answered from `Saved`.
+that changed anything the controller commits exactly those, before anything queued goes
+out on the pump link. Records group what changes together: a stroke rewrites `delivery`
+(basal owed, reservoir, catheter, bolus, odometer, runs, and how far time had got) and
+one history minute; a patient bolus adds `bolus_starts` and `limits`. Whether the NVM
+restored can be trusted is the boot's question (firmware/boot.py), answered from `Saved`.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 from protocol.codes import LogEvent, Role, TherapyState
@@ -19,7 +18,7 @@ from .delivery import ActiveBolus, Catheter, Fill
 from .dose import BasalAccumulator
 from .eventlog import LogRecord
 from .guard import Run
-from .history import BUCKETS, DeliveryHistory
+from .history import BUCKETS, MINUTE_MS, DeliveryHistory
 from .nvm import Nvm
 from .parts import Parts
 from .prescription import Prescription
@@ -40,8 +39,6 @@ class Saved:
 class Persist:
     def __init__(self, nvm: Nvm) -> None:
         self.nvm = nvm
-        self._minutes: set[int] = set()  # history minutes NVM holds (to expire them)
-        self._order: list[int] = []  # the same minutes as a heap, oldest first
         self._log_oldest = 1  # oldest log entry NVM holds
 
     # ------------------------------------------------------------ boot
@@ -50,7 +47,7 @@ class Persist:
         """Every part as NVM holds it (on a new pump: the keys it was handed are queued to
         be provisioned)."""
         data = self.nvm.load() or {}
-        self._minutes, self._order, self._log_oldest = set(), [], 1
+        self._log_oldest = 1
         st = data.get("state")
         if st is not None:
             p.supervisor.saved_state = TherapyState(st[0])
@@ -59,8 +56,20 @@ class Persist:
         e = p.engine
         e.rx = Prescription.from_dict(rx) if rx else None
         d = data.get("delivery")
+        clock = None
         if d is not None:
-            owed, at_ms, e.reservoir.volume_nl, e.delivered_total_nl, cath, bolus, odometer, last_stroke, runs = d
+            (
+                owed,
+                at_ms,
+                e.reservoir.volume_nl,
+                e.delivered_total_nl,
+                cath,
+                bolus,
+                odometer,
+                last_stroke,
+                runs,
+                clock,
+            ) = d
             e.acc = BasalAccumulator(owed, at_ms)
             if cath is not None:
                 e.catheter = Catheter(sum(s[0] for s in cath), 0)
@@ -70,10 +79,9 @@ class Persist:
         fill = data.get("fill")
         e.reservoir.fill = Fill(fill[0], fill[1]) if fill else None
         if "history" in data or "bolus_starts" in data:
-            history = data.get("history", {})
-            e.history = DeliveryHistory.from_data(history, data.get("bolus_starts", []))
-            self._minutes = {int(m) for m in history}
-            self._order = sorted(self._minutes)
+            # Minutes older than the rolling 24 h may still be in the ring (their slots are
+            # reused a day later, not erased): loading drops them.
+            e.history = DeliveryHistory.from_data(data.get("history", {}), data.get("bolus_starts", []))
         if "alarms" in data:
             p.alarms.load(data["alarms"])
         log = data.get("log")
@@ -96,7 +104,6 @@ class Persist:
         else:
             p.outbox.touch("keys")  # a new pump: provision the keys it was handed into NVM
         p.auth.load_lockouts(data.get("auth_lockouts") or {})
-        clock = data.get("clock")
         seen_ms, seen_local_ms, skew_ms, offset_s = clock if clock else (None, None, 0, 0)
         return Saved(
             blank=not data,
@@ -115,6 +122,7 @@ class Persist:
         if not touched:
             return
         nvm = self.nvm
+        c = p.clock
         e = p.engine
         s = p.supervisor
         if "state" in touched:
@@ -122,23 +130,32 @@ class Persist:
             nvm.save("state", [int(state), int(s.resume_running)])
         if "prescription" in touched:
             nvm.save("prescription", e.rx.to_dict() if e.rx else None)
-        if "delivery" in touched:
-            g = p.guard
-            nvm.save(
-                "delivery",
-                [
-                    e.acc.owed,
-                    e.acc.at_ms,
-                    e.reservoir.volume_nl,
-                    e.delivered_total_nl,
-                    e.catheter.to_data() if e.catheter else None,
-                    e.bolus.to_data() if e.bolus else None,
-                    g.odometer,
-                    g.last_stroke_ms,
-                    g.runs_data(),
-                ],
-            )
-            self._history(p)
+        # Every commit writes `delivery`, which says how far time had got: at the next boot,
+        # a pump whose time is earlier than this restarted from older state (rules/clock.py).
+        g = p.guard
+        nvm.save(
+            "delivery",
+            [
+                e.acc.owed,
+                e.acc.at_ms,
+                e.reservoir.volume_nl,
+                e.delivered_total_nl,
+                e.catheter.to_data() if e.catheter else None,
+                e.bolus.to_data() if e.bolus else None,
+                g.odometer,
+                g.last_stroke_ms,
+                g.runs_data(),
+                [c.now_ms, c.local_ms, c.skew_ms, c.offset_s],
+            ],
+        )
+        h = e.history
+        if h.dirty_minutes:
+            # A history minute shares its ring slot with the minute a window earlier, and
+            # replaces it (a minute already out of the window is not written back).
+            lo = c.now_ms // MINUTE_MS - (BUCKETS - 1)
+            fresh = [m for m in h.dirty_minutes if m >= lo]
+            nvm.save_items("history", {str(m): h.bucket(m) for m in fresh}, [str(m - BUCKETS) for m in fresh])
+            h.dirty_minutes.clear()
         if "fill" in touched:
             fill = e.reservoir.fill
             nvm.save("fill", [fill.drug, fill.concentration_ng_per_ml] if fill else None)
@@ -165,31 +182,8 @@ class Persist:
             nvm.save("keys", {str(int(r)): k.hex() for r, k in p.auth.keys.items()})
         if "boot" in touched:
             nvm.save("boot", p.hardware.boot_count)
-        c = p.clock
-        # Every commit says how far time had got: at the next boot, a pump whose time is
-        # earlier than this restarted from older state (rules/clock.py).
-        nvm.save("clock", [c.now_ms, c.local_ms, c.skew_ms, c.offset_s])
         nvm.commit()
         touched.clear()
-
-    def _history(self, p: Parts) -> None:
-        h = p.engine.history
-        if not h.dirty_minutes:
-            return
-        lo = p.clock.now_ms // 60_000 - (BUCKETS - 1)  # every minute a rolling 24 h touches
-        fresh = {m: h.bucket(m) for m in h.dirty_minutes if m >= lo}
-        expired = []
-        while self._order and self._order[0] < lo:
-            m = heapq.heappop(self._order)
-            if m in self._minutes:
-                self._minutes.discard(m)
-                expired.append(m)
-        for m in fresh:
-            if m not in self._minutes:
-                self._minutes.add(m)
-                heapq.heappush(self._order, m)
-        self.nvm.save_items("history", {str(m): f for m, f in fresh.items()}, [str(m) for m in expired])
-        h.dirty_minutes.clear()
 
     def rewrite_all(self, p: Parts) -> None:
         """After damage was found: every record is written again at the next commit, so

@@ -18,7 +18,7 @@ from protocol.messages import AlarmCleared, AlarmRaised, Beep, TherapyStateChang
 from .alarms import AlarmSet
 from .clock import Clock
 from .engine import Engine
-from .guard import DeliveryFacts, Guard
+from .guard import Guard
 from .outbox import Outbox
 from .rules import reservoir as reservoir_rule
 from .therapy import Therapy
@@ -48,9 +48,6 @@ class Supervisor:
     def high_alarm(self) -> bool:
         return self.alarms.high_active()
 
-    def delivery_facts(self) -> DeliveryFacts:
-        return self.engine.delivery_facts(self.therapy.state, self.alarms.high_active())
-
     # ------------------------------------------------------------ alarms
 
     def set_condition(self, alarm: AlarmId, present: bool) -> None:
@@ -61,6 +58,8 @@ class Supervisor:
             # it stays latched (and therapy halted) until acknowledged again.
             held.acknowledged = False
         change = self.alarms.condition(alarm, present, self.clock.now_ms)
+        if change is None:
+            return  # (conditions are reported at every stroke and wake-up: most change nothing)
         if change == "raised":
             a = self.alarms.active[alarm]
             self.outbox.record(LogEvent.ALARM_RAISED, int(alarm), int(a.priority))

@@ -211,7 +211,9 @@ def test_a_kill_at_every_byte_of_a_commit_leaves_the_old_records_or_the_new_neve
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from(["state", "fill", "clock", "hist", "log"]), st.integers(0, 3000)), max_size=40)
+    st.lists(
+        st.tuples(st.sampled_from(["state", "fill", "delivery", "hist", "log"]), st.integers(0, 3000)), max_size=40
+    )
 )
 def test_file_store_reads_back_what_the_memory_store_holds(tmp_path_factory, ops):
     """Random saves and commits: after each commit a fresh FileNvm loads what MemoryNvm has."""

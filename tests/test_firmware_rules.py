@@ -190,7 +190,7 @@ def test_rule_alarm_latches_when_its_condition_goes_without_acknowledgement():
     a = AlarmSet(CFG)
     assert a.condition(AlarmId.LOW_RESERVOIR, True, 1_000) == "raised"
     assert a.condition(AlarmId.LOW_RESERVOIR, True, 2_000) is None  # already raised
-    assert a.condition(AlarmId.LOW_RESERVOIR, False, 3_000) is None  # latched, not cleared
+    assert a.condition(AlarmId.LOW_RESERVOIR, False, 3_000) == "changed"  # latched, not cleared
     assert AlarmId.LOW_RESERVOIR in a.active
     assert not a.active[AlarmId.LOW_RESERVOIR].condition
     assert a.tones_due(1_000 + H) is BeepPattern.SINGLE_TONE  # a latched alarm still sounds
@@ -225,7 +225,7 @@ def test_rule_alarm_condition_returning_while_latched_needs_acknowledging_again(
     a = AlarmSet(CFG)
     a.condition(AlarmId.OCCLUSION, True, 0)
     a.condition(AlarmId.OCCLUSION, False, 10)
-    assert a.condition(AlarmId.OCCLUSION, True, 20) is None  # still the same latched alarm
+    assert a.condition(AlarmId.OCCLUSION, True, 20) == "changed"  # still the same latched alarm, not raised again
     assert a.active[AlarmId.OCCLUSION].condition
     assert a.acknowledge(AlarmId.OCCLUSION, 30) == (True, None)  # condition holds: stays
     assert AlarmId.OCCLUSION in a.active

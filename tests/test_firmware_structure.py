@@ -82,7 +82,15 @@ def test_rules_import_nothing_that_holds_state_or_does_io(name):
         if mod.startswith("firmware."):
             assert any(mod == a or mod.startswith(a + ".") for a in allowed_firmware), (name, mod)
         else:
-            assert mod.split(".")[0] in ("__future__", "collections", "dataclasses", "enum", "itertools", "protocol"), (
+            assert mod.split(".")[0] in (
+                "__future__",
+                "collections",
+                "dataclasses",
+                "enum",
+                "itertools",
+                "operator",
+                "protocol",
+            ), (
                 name,
                 mod,
             )

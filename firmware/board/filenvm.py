@@ -15,6 +15,7 @@ their generation cannot become valid when the numbering reaches it again.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import zlib
@@ -40,7 +41,8 @@ _CRC = struct.Struct("<I")
 # The superblock, written at every commit: magic, layout fingerprint, the commit number,
 # then each scalar record's generation (0: never written). Binary, so a commit costs no
 # JSON encoding of the generation table.
-_SUPER = struct.Struct(f"<10s8sI{len(SCALARS)}I")
+N_SCALARS = len(SCALARS)
+_SUPER = struct.Struct(f"<10s8sI{N_SCALARS}I")
 SLOT_A, SLOT_B = 1, 2
 
 
@@ -64,12 +66,19 @@ def _unpack(raw: bytes) -> tuple[int, bytes | None] | None:
 
 
 def _dumps(value: Any) -> bytes:
+    """JSON, with fast paths for what is written at every stroke: an integer, and a short
+    list of integers (a history minute)."""
     t = type(value)
-    if t is int:  # most records are one integer, saved at every stroke: skip the encoder
+    if t is int:
         return str(value).encode()
     if value is None:
         return b"null"
-    return json.dumps(value, separators=(",", ":")).encode()
+    if t is list and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return f"[{value[0]},{value[1]}]".encode()
+    return _ENCODER.encode(value).encode()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps builds one per call
 
 
 @dataclass(frozen=True)
@@ -113,13 +122,17 @@ class FileNvm:
         self.path = Path(path)
         self.durable = durable  # fsync at each commit: survives power loss of the host, not only a kill
         self._super, self._regions, self._layout = layout(log_capacity)
+        self._layout_tag = self._layout.encode()
         self._size = max(r.end for r in self._regions.values())
-        fresh = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        if fresh or os.fstat(self._fd).st_size == 0:
-            os.ftruncate(self._fd, self._size)
+        if os.fstat(self._fd).st_size < self._size:
+            os.ftruncate(self._fd, self._size)  # as erased flash: zeros (a short file is padded)
+        # Written through a shared mapping, as firmware writes flash through its controller:
+        # a slot costs a memory copy, not a system call, and the page cache holds it
+        # through a SIGKILL exactly as it holds a pwrite.
+        self._mm = mmap.mmap(self._fd, self._size)
         self.committed = 0
-        self._gens: dict[int, int] = {}  # scalar record id -> generation of its committed copy
+        self._gens = [0] * N_SCALARS  # by scalar record id: generation of its committed copy (0: none)
         self._current: dict[tuple[int, int], int] = {}  # (record id, position) -> slot holding it
         self._pending: dict[tuple[int, int], int] = {}  # written in the open commit -> slot
         self._payloads: dict[tuple[int, int], bytes] = {}  # what each committed copy holds
@@ -129,7 +142,10 @@ class FileNvm:
         self.writes = 0
 
     def close(self) -> None:
-        if self._fd >= 0:
+        mm = getattr(self, "_mm", None)
+        if mm is not None and not mm.closed:
+            mm.close()
+        if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1
 
@@ -148,10 +164,8 @@ class FileNvm:
         self._pending.clear()
         self._payloads.clear()
         self._staged.clear()
-        self._gens = {}
-        image = os.pread(self._fd, self._size, 0)
-        if len(image) < self._size:
-            image += b"\0" * (self._size - len(image))
+        self._gens = [0] * N_SCALARS
+        image = self._mm[:]
         if not image.strip(b"\0"):
             self.committed = 0
             return None
@@ -167,7 +181,7 @@ class FileNvm:
             self._erase_all()
             return {"log": {"next_seq": floor}} if floor > 1 else None
         self.committed = sup[0]
-        self._gens = {rid: gen for rid, gen in enumerate(sup[1]) if gen}
+        self._gens = list(sup[1])
         out: dict[str, Any] = {}
         stale: list[tuple[int, int]] = []
         for reg in self._regions.values():
@@ -245,7 +259,7 @@ class FileNvm:
 
     def _load_scalar(self, image: bytes, reg: _Region, out: dict, stale: list) -> None:
         good, bad = self._read_slots(image, reg, 0, stale)
-        want = self._gens.get(reg.record_id)
+        want = self._gens[reg.record_id] or None
         hit = next((g for g in good if g[1] == want), None)
         if want is not None and hit is None:
             # The newest committed copy is gone; an older one would be a silent rollback.
@@ -295,14 +309,17 @@ class FileNvm:
             self._pwrite(_pack(gen, payload, reg.slot_size), reg.slot_offset(pos, other))
 
     def _pwrite(self, data: bytes, offset: int) -> None:
-        os.pwrite(self._fd, data, offset)
+        self._mm[offset : offset + len(data)] = data
+
+    def _sync(self) -> None:
+        self._mm.flush()
+        os.fsync(self._fd)
 
     def _erase(self, offset: int, size: int) -> None:
         self._pwrite(b"\0" * size, offset)
 
     def _erase_all(self) -> None:
-        os.ftruncate(self._fd, 0)
-        os.ftruncate(self._fd, self._size)
+        self._mm[:] = bytes(self._size)
 
     # ------------------------------------------------------------ save
 
@@ -338,17 +355,17 @@ class FileNvm:
         if not self._pending:
             return
         gen = self.committed + 1
-        for (rid, _pos), _slot in self._pending.items():
-            if rid < len(SCALARS):
-                self._gens[rid] = gen
-        gens = [self._gens.get(rid, 0) for rid in range(len(SCALARS))]
-        sup = _SUPER.pack(MAGIC, self._layout.encode(), gen, *gens)
+        gens = self._gens
+        for rid, _pos in self._pending:
+            if rid < N_SCALARS:
+                gens[rid] = gen
+        sup = _SUPER.pack(MAGIC, self._layout_tag, gen, *gens)
         self._super_slot = 1 - self._super_slot
         if self.durable:
-            os.fsync(self._fd)  # the records reach the medium before the superblock names them
+            self._sync()  # the records reach the medium before the superblock names them
         self._pwrite(_pack(gen, sup, SUPER_SLOT), self._super.slot_offset(0, self._super_slot))
         if self.durable:
-            os.fsync(self._fd)
+            self._sync()
         self.committed = gen
         self._current.update(self._pending)
         self._payloads.update(self._staged)

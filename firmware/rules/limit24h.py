@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, islice
+from operator import sub
 
 from ..dose import FG_PER_NG, MS_PER_DAY, Step
 
@@ -81,17 +82,12 @@ def max_future_window_fg(past_per_minute: Sequence[int], future_per_minute: Iter
     the current minute): the window ending k minutes from now holds past minutes k.. and
     planned minutes ..k."""
     past_total = sum(past_per_minute)
-    span = len(past_per_minute)
-    best = past_total
-    dropped = 0
-    planned = 0
-    for k, f in enumerate(future_per_minute):
-        if k >= span:
-            break
-        planned += f
-        best = max(best, past_total - dropped + planned)
-        dropped += past_per_minute[k]
-    return best
+    plan = list(islice(future_per_minute, len(past_per_minute)))
+    if not plan:
+        return past_total
+    planned = accumulate(plan)  # planned minutes ..k
+    dropped = accumulate(islice(past_per_minute, len(plan) - 1), initial=0)  # past minutes ..k-1
+    return past_total + max(0, max(map(sub, planned, dropped)))
 
 
 def basal_plan_fg(steps: Sequence[Step], local_ms: int, into_minute_ms: int, minutes: int) -> list[int]:
@@ -118,11 +114,11 @@ def basal_plan_fg(steps: Sequence[Step], local_ms: int, into_minute_ms: int, min
     if i == -1:
         day0 -= MS_PER_DAY
         i = last
-    out = []
+    out: list[int] = []
     t = local_ms
     end = local_ms - into_minute_ms + MINUTE_MS
     exact = given = 0  # fg*ms/day units, fg
-    for _ in range(minutes):
+    while len(out) < minutes:
         while change <= end:
             exact += rate * (change - t)
             t = change
@@ -137,7 +133,16 @@ def basal_plan_fg(steps: Sequence[Step], local_ms: int, into_minute_ms: int, min
         total = exact // MS_PER_DAY
         out.append(total - given)
         given = total
-        end += MINUTE_MS
+        # The whole minutes before the next change run at one rate: all of them at once.
+        n = min(minutes - len(out), (change - end) // MINUTE_MS)
+        if n > 0:
+            step = rate * MINUTE_MS
+            totals = [(exact + step * k) // MS_PER_DAY for k in range(1, n + 1)]
+            out.extend(map(sub, totals, [given, *totals[:-1]]))
+            exact += step * n
+            given = totals[-1]
+            t = end + n * MINUTE_MS
+        end = t + MINUTE_MS
     return out
 
 
