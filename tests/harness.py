@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -450,6 +451,19 @@ def read_log(client: Client, from_seq: int = 0, page: int = 32) -> list:
         if not ack.entries or ack.entries[-1].seq + 1 >= ack.next_seq:
             return out
         seq = ack.entries[-1].seq + 1
+
+
+def rolling_max(samples: list[tuple[int, int]], window_ms: int = 86_400_000) -> int:
+    """Largest ground-truth delivery (samples of (time_ms, delivered), in time order) over
+    any window_ms: delivered minus delivered window_ms earlier, or at the nearest sample
+    after that. Sampled, it can only under-estimate a window by what was delivered
+    between two samples, never over-estimate one."""
+    times = [t for t, _ in samples]
+    best = 0
+    for t, d in samples:
+        i = bisect_left(times, t - window_ms)
+        best = max(best, d - samples[i][1])
+    return best
 
 
 def send_and_lose(client: Client, msg: Message, role: Role, timeout_s: float = 5.0) -> Message:
