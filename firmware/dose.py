@@ -26,10 +26,9 @@ def stroke_fg(stroke_nl: int, concentration_ng_per_ml: int) -> int:
     return stroke_nl * concentration_ng_per_ml
 
 
-def strokes_for(dose_ng: int, stroke_nl: int, concentration_ng_per_ml: int) -> int:
-    """Whole strokes nearest to a dose (at least one)."""
-    per = stroke_fg(stroke_nl, concentration_ng_per_ml)
-    return max(1, (dose_ng * FG_PER_NG + per // 2) // per)
+def strokes_for(dose_ng: int, stroke_fg: int) -> int:
+    """Whole strokes of stroke_fg each nearest to a dose (at least one)."""
+    return max(1, (dose_ng * FG_PER_NG + stroke_fg // 2) // stroke_fg)
 
 
 def rate_at(steps: Sequence[Step], tod_ms: int) -> int:

@@ -15,7 +15,7 @@ from protocol.messages import BolusFinished, BolusStarted
 from .clock import Clock
 from .config import FirmwareConfig
 from .delivery import ActiveBolus, Catheter
-from .dose import FG_PER_NG, MS_PER_DAY, BasalAccumulator, next_change_ms, rate_at, stroke_fg
+from .dose import FG_PER_NG, MS_PER_DAY, BasalAccumulator, next_change_ms, rate_at, stroke_fg, strokes_for
 from .guard import DeliveryFacts, Guard, Made, RunRequest
 from .hardware import Hardware
 from .history import DeliveryHistory
@@ -71,6 +71,10 @@ class Engine:
         if not conc and self.rx:
             conc = self.rx.concentration_ng_per_ml
         return stroke_fg(self.hardware.limits.stroke_nl, conc)
+
+    def bolus_strokes(self, dose_ng: int) -> int:
+        """Whole strokes nearest a bolus dose at the drug now leaving the catheter tip."""
+        return strokes_for(dose_ng, self.tip_stroke_fg())
 
     @property
     def max_dose_24h_fg(self) -> int:
@@ -299,11 +303,11 @@ class Engine:
         if owed > 0 and ready > now:
             return ready
         if owed > 0:
-            n, interval = self._basal_run_plan(owed, cost)
-            window = self.history.window_fg(now)
-            n = limit24h.strokes_within(window, sfg, self.max_dose_24h_fg, self._cap_run(n))
+            n, interval_ms = self._basal_run_plan(owed, cost)
+            window_fg = self.history.window_fg(now)
+            n = limit24h.strokes_within(window_fg, sfg, self.max_dose_24h_fg, self._cap_run(n))
             if n:
-                req = RunRequest(Purpose.BASAL, min(n, lim.max_strokes_per_run), interval)
+                req = RunRequest(Purpose.BASAL, min(n, lim.max_strokes_per_run), interval_ms)
                 if self.guard.admit(req, self.delivery_facts(state, high_alarm)):
                     return None
             return now + HELD_RETRY_MS

@@ -56,7 +56,7 @@ from protocol.messages import (
 from protocol.schema import NONE_U64, MessageFamily, family_of
 
 from .delivery import ActiveBolus, Fill
-from .dose import FG_PER_NG, MS_PER_DAY, rate_at, strokes_for, volume_nl
+from .dose import FG_PER_NG, MS_PER_DAY, rate_at, volume_nl
 from .parts import Parts
 from .prescription import Prescription
 from .rules import Refusal, clinician_bolus, out_of_range, patient_bolus, prime, program, refill, start, wrong_state
@@ -272,7 +272,7 @@ def bolus_request(p: Parts, msg: BolusRequest) -> BolusRequestAck | Refusal:
             boluses_in_window=e.history.boluses_in_window(now),
             max_per_24h=pb.max_per_24h if pb else 0,
             oldest_start_in_window_ms=e.history.oldest_bolus_in_window(now),
-            dose_fg=pb.dose_ng * FG_PER_NG if pb else 0,
+            dose_fg=e.bolus_strokes(pb.dose_ng) * e.tip_stroke_fg() if pb else 0,  # as it will be given
             window=e.window(running) if pb else None,
             reservoir_nl=e.reservoir.volume_nl,
             bolus_volume_nl=volume_nl(pb.dose_ng, rx.concentration_ng_per_ml) if pb else 0,
@@ -300,15 +300,16 @@ def clinician_bolus_request(p: Parts, msg: ClinicianBolus) -> ClinicianBolusAck 
     running = s.running and rx is not None
     conc = rx.concentration_ng_per_ml if rx else 0
     vol = volume_nl(msg.dose_ng, conc) if rx else 0
+    strokes = e.bolus_strokes(msg.dose_ng) if rx and msg.dose_ng > 0 else 1
     refused = p.commands.refusal(msg.command_id) or clinician_bolus.refusal(
         clinician_bolus.ClinicianBolusFacts(
             running=running,
             bolus_active=e.bolus is not None,
             dose_ng=msg.dose_ng,
-            dose_fg=msg.dose_ng * FG_PER_NG,
+            dose_fg=strokes * e.tip_stroke_fg() if rx else 0,  # as it will be given
             duration_s=msg.duration_s,
             max_dose_24h_ng=rx.max_dose_24h_ng if rx else 0,
-            strokes=strokes_for(msg.dose_ng, lim.stroke_nl, conc) if rx and msg.dose_ng > 0 else 1,
+            strokes=strokes,
             min_stroke_interval_ms=lim.min_stroke_interval_ms,
             window=e.window(True) if running else None,
             volume_nl=vol,
@@ -368,8 +369,7 @@ def prime_request(p: Parts, msg: Prime) -> PrimeAck | Refusal:
 def _begin(p: Parts, command_id: int, kind: BolusKind, dose_ng: int, duration_s: int) -> None:
     e = p.engine
     lim = p.hardware.limits
-    sfg = e.tip_stroke_fg()
-    strokes = max(1, (dose_ng * FG_PER_NG + sfg // 2) // sfg)
+    strokes = e.bolus_strokes(dose_ng)
     e.start_bolus(
         ActiveBolus(
             command_id=command_id,

@@ -80,10 +80,10 @@ def test_rule_dose_one_stroke_carries_volume_times_concentration_in_fg():
 
 
 def test_rule_dose_strokes_for_a_dose_are_the_nearest_whole_number_and_at_least_one():
-    assert strokes_for(100_000, 500, 5 * MG) == 40
-    assert strokes_for(1, 500, 5 * MG) == 1
-    assert strokes_for(3_749, 500, 5 * MG) == 1  # 1.4996 strokes
-    assert strokes_for(3_750, 500, 5 * MG) == 2  # 1.5 rounds up
+    assert strokes_for(100_000, stroke_fg(500, 5 * MG)) == 40
+    assert strokes_for(1, stroke_fg(500, 5 * MG)) == 1
+    assert strokes_for(3_749, stroke_fg(500, 5 * MG)) == 1  # 1.4996 strokes
+    assert strokes_for(3_750, stroke_fg(500, 5 * MG)) == 2  # 1.5 rounds up
 
 
 def test_rule_dose_rate_at_and_next_change_follow_the_schedule():

@@ -55,6 +55,7 @@ def refusal(f: PrimeFacts) -> Refusal | None:
             f"priming pushes drug out of the catheter tip: it would take the rolling 24 h to {total}, "
             f"over the hard limit {limit}",
         )
-    if not reservoir.holds(f.reservoir_nl, f.volume_nl, f.empty_level_nl):
+    strokes = -(-f.volume_nl // f.stroke_nl)  # priming runs in whole strokes
+    if not reservoir.holds(f.reservoir_nl, strokes * f.stroke_nl, f.empty_level_nl):
         return out_of_range("volume_nl", "the reservoir does not hold it above the empty level")
     return None

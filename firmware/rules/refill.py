@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..druglib import DrugLibrary
-from ..prescription import HwLimits, Prescription
+from ..prescription import HwLimits, Prescription, fmt_dose
 from . import Refusal, out_of_range, reservoir
 from .prescription import PrescriptionError, validate
 
@@ -45,8 +45,15 @@ def decide(f: RefillFacts) -> RefillVerdict:
         )
     rx = f.prescription
     if rx is None:
-        if f.drugs.get(f.drug) is None:
+        drug = f.drugs.get(f.drug)
+        if drug is None:
             return RefillVerdict(out_of_range("drug", f"{f.drug!r} is not in the drug library"), None)
+        if not 0 < f.concentration_ng_per_ml <= drug.max_concentration_ng_per_ml:
+            most = fmt_dose(drug.max_concentration_ng_per_ml, drug.unit)
+            return RefillVerdict(
+                out_of_range("concentration_ng_per_ml", f"{drug.name} is filled at above zero, at most {most}/mL"),
+                None,
+            )
         return RefillVerdict(None, None)
     if f.drug != rx.drug:
         return RefillVerdict(out_of_range("drug", f"the pump is programmed for {rx.drug}: reprogram first"), None)
