@@ -103,9 +103,6 @@ class AlarmSet:
     def high_active(self) -> bool:
         return any(a.priority is Priority.HIGH for a in self.active.values())
 
-    def high_conditions(self) -> bool:
-        return any(a.priority is Priority.HIGH and a.condition for a in self.active.values())
-
     def tones_due(self, now_ms: int) -> BeepPattern | None:
         """The pattern to sound now (the highest priority due), rescheduling each due alarm."""
         best: Priority | None = None

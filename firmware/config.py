@@ -1,12 +1,11 @@
 """Firmware settings that are not part of a prescription. Defaults from
-../shared/domain.md; every figure can be overridden (FirmwareConfig(...) or a TOML file)."""
+../shared/domain.md; every figure can be overridden (FirmwareConfig(...), or a TOML file
+read at the edge: firmware/board/config.py, `--firmware-config`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -48,15 +47,3 @@ class FirmwareConfig:
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"firmware config: {f.name} must be a positive integer, got {v!r}")
-
-
-def load_config(path: str | Path | None) -> FirmwareConfig:
-    if path is None:
-        return FirmwareConfig()
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    known = {f.name for f in dataclasses.fields(FirmwareConfig)}
-    for key in data:
-        if key not in known:
-            raise ValueError(f"firmware config {path}: unknown key {key!r}")
-    return FirmwareConfig(**data)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from emulator.model import load_model
+from protocol.codes import Role
+from protocol.keyfile import dumps_keys
 
 REPO = Path(__file__).resolve().parent.parent
 THECAL = [sys.executable, "-m", "tools.cli"]
@@ -69,3 +71,19 @@ def test_usage_error_exits_2():
 def test_example_pump_model_loads():
     m = load_model(REPO / "examples" / "pump-model.toml")
     assert m.reservoir_capacity_ul == 40_000 and m.catheter_dead_volume_nl == 120_000
+
+
+def test_emulator_names_the_wrong_key_of_a_firmware_config_and_starts_nothing(tmp_path):
+    cfg = tmp_path / "fw.toml"
+    cfg.write_text("empty_reservoir_ul = 1000\nocclusion_pressur_pa = 5\n")
+    r = thecal("emulator", "--state-dir", str(tmp_path / "sd"), "--firmware-config", str(cfg), timeout=30)
+    assert r.returncode == 2 and "'occlusion_pressur_pa'" in r.stderr and str(cfg) in r.stderr
+    assert "READY" not in r.stdout
+
+
+def test_firmware_names_a_drug_library_it_cannot_read(tmp_path):
+    (tmp_path / "keys.json").write_bytes(dumps_keys({Role.CLINICIAN: bytes(32), Role.PATIENT: bytes(32)}))
+    lib = tmp_path / "drugs.toml"
+    lib.write_text('[morphine]\nunit = "mg"\n')
+    r = thecal("firmware", "--port", "/dev/null", "--state-dir", str(tmp_path), "--drug-library", str(lib), timeout=30)
+    assert r.returncode == 2 and "[morphine] needs exactly" in r.stderr

@@ -600,3 +600,21 @@ def test_demo_plot_and_decode_are_dispatched(procs, tmp_path):
     doc = cli.json("decode", str(capture))
     assert doc["count"] > 0 and "HELLO_ACK" in json.dumps(doc).upper()  # the info request and its answer
     assert cli.run("decode", str(tmp_path / "missing.pcap")).returncode == 2
+
+
+def test_the_in_process_firmware_runs_with_the_drug_library_and_settings_it_is_given(procs, tmp_path):
+    lib = tmp_path / "lib.toml"
+    lib.write_text(
+        '[hydromorphone]\nunit = "mg"\nmax_concentration_ng_per_ml = 15_000_000\nmax_daily_dose_ng = 10_000_000\n'
+    )
+    cfg = tmp_path / "fw.toml"
+    cfg.write_text("empty_reservoir_ul = 3000\n")
+    emu = procs.emulator("--drug-library", str(lib), "--firmware-config", str(cfg), split=False, firmware=True)
+    cli = Cli(emu.state_dir)
+    refused = cli.json("program", therapy(tmp_path, "rx.toml"), code=3)
+    assert refused["field"] == "drug" and "hydromorphone" in refused["error"]
+    # The low-reservoir alarm (2 mL) must lie above the empty level: here 3 mL, not 1 mL.
+    rx = Path(therapy(tmp_path, "rx2.toml", bolus=None, limit="2 mg"))
+    rx.write_text(rx.read_text().replace('"morphine"', '"hydromorphone"'))
+    refused = cli.json("program", str(rx), code=3)
+    assert refused["field"] == "low_reservoir_alarm" and "3000 uL" in refused["error"]

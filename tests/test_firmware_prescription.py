@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from firmware.board.config import load_config
 from firmware.board.druglib import DEFAULT_LIBRARY, DrugLibraryError, load_library
-from firmware.config import FirmwareConfig, load_config
+from firmware.config import FirmwareConfig
 from firmware.dose import MS_PER_DAY, BasalAccumulator, rate_at, stroke_fg
 from firmware.prescription import BasalStep, HwLimits, PatientBolus, Prescription
 from firmware.rules.prescription import PrescriptionError, validate

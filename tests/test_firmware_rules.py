@@ -237,7 +237,7 @@ def test_rule_alarm_high_active_counts_latched_high_alarms_until_acknowledged():
     assert not a.high_active()
     a.condition(AlarmId.EMPTY_RESERVOIR, True, 0)
     a.condition(AlarmId.EMPTY_RESERVOIR, False, 10)
-    assert a.high_active() and not a.high_conditions()
+    assert a.high_active() and not a.active[AlarmId.EMPTY_RESERVOIR].condition
     a.acknowledge(AlarmId.EMPTY_RESERVOIR, 20)
     assert not a.high_active()
 

@@ -213,11 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="firmware",
         help="what runs in-process on the pump link (ignored with --split)",
     )
+    emu.add_argument("--firmware-config", help="in-process firmware: a TOML file of settings (firmware/config.py)")
+    emu.add_argument("--drug-library", help="in-process firmware: the drug library (default firmware/drugs.toml)")
 
     fw = sub.add_parser("firmware", help="run the controller firmware against a pump-link port (split mode)")
     fw.add_argument("--port", required=True, help="the pump-link pty (second READY field of --split)")
     fw.add_argument("--state-dir", default=argparse.SUPPRESS, help="state directory (default ./.thecal)")
     fw.add_argument("--exit-on-stdin-eof", action="store_true", help="for test harnesses")
+    fw.add_argument("--config", help="a TOML file of firmware settings (firmware/config.py)")
+    fw.add_argument("--drug-library", help="the drug library (default firmware/drugs.toml)")
 
     diag = sub.add_parser("diagram", help="write the therapy state machine as mermaid to docs/therapy-states.md")
     diag.add_argument("--check", action="store_true", help="exit 1 if the committed diagram differs")
@@ -291,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd == "firmware":
         from firmware.board.runner import run_firmware
 
-        return run_firmware(args.port, args.state_dir, args.exit_on_stdin_eof)
+        return run_firmware(args.port, args.state_dir, args.exit_on_stdin_eof, args.config, args.drug_library)
     if cmd == "diagram":
         from firmware.therapy import write_diagram
 
@@ -353,7 +357,7 @@ def _emulator(args: argparse.Namespace) -> int:
             idle_timeout_s=args.idle_timeout,
             script=script,
             controller=args.controller,
-            firmware=controller_factory,
+            firmware=controller_factory(args.firmware_config, args.drug_library),
         )
         return run_emulator(opts)
     except (ValueError, ModelError, StateError, OSError) as e:

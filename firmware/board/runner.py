@@ -18,13 +18,19 @@ from protocol import codec
 from protocol.keyfile import load_keys
 from protocol.messages import ControllerStart
 
-from ..config import FirmwareConfig
 from ..controller import Controller
-from .druglib import DrugLibraryError, load_library
+from .config import load_config
+from .druglib import load_library
 from .filenvm import NVM_FILE, FileNvm
 
 
-def run_firmware(port: str, state_dir: str, exit_on_stdin_eof: bool = False) -> int:
+def run_firmware(
+    port: str,
+    state_dir: str,
+    exit_on_stdin_eof: bool = False,
+    config_file: str | None = None,
+    drug_library: str | None = None,
+) -> int:
     import serial
 
     sd = Path(state_dir)
@@ -39,16 +45,16 @@ def run_firmware(port: str, state_dir: str, exit_on_stdin_eof: bool = False) -> 
     except (OSError, ValueError) as e:
         print(f"thecal firmware: cannot read keys from {sd}: {e}", file=sys.stderr)
         return 2
-    config = FirmwareConfig()
+    try:
+        config = load_config(config_file)
+        drugs = load_library(drug_library)
+    except (OSError, ValueError) as e:  # (DrugLibraryError is a ValueError)
+        print(f"thecal firmware: {e}", file=sys.stderr)
+        return 2
     try:
         nvm = FileNvm(nvm_path, config.log_capacity)
     except OSError as e:
         print(f"thecal firmware: cannot open {nvm_path}: {e}", file=sys.stderr)
-        return 2
-    try:
-        drugs = load_library()
-    except DrugLibraryError as e:
-        print(f"thecal firmware: {e}", file=sys.stderr)
         return 2
     ctl = Controller(keys, nvm, drugs, config)
     try:
