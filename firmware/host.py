@@ -67,7 +67,7 @@ from .rules.run import Purpose
 
 FIRMWARE_VERSION = "0.1.0"  # reported in HELLO_ACK
 LOG_PAGE_MAX = 32
-STOPPED, RUNNING, REFILL = TherapyState.STOPPED, TherapyState.RUNNING, TherapyState.REFILL
+STOPPED = TherapyState.STOPPED
 
 
 def handle_frame(p: Parts, body: bytes) -> None:
@@ -406,12 +406,11 @@ def refill_begin(p: Parts, msg: RefillBegin) -> RefillBeginAck | Refusal:
 def refill_complete(p: Parts, msg: RefillComplete) -> RefillCompleteAck | Refusal:
     e, s, cfg = p.engine, p.supervisor, p.config
     refused = p.commands.refusal(msg.command_id)
-    if refused is None and s.state is not REFILL:
-        refused = wrong_state("REFILL_BEGIN first")
     if refused is not None:
         return refused
     verdict = refill.decide(
         refill.RefillFacts(
+            state=s.state,
             volume_nl=e.reservoir.volume_nl,
             capacity_nl=e.reservoir.capacity_nl,
             withdrawn_nl=msg.withdrawn_nl,

@@ -1040,6 +1040,7 @@ def test_rule_clinician_bolus_the_reservoir_must_hold_it_above_the_empty_level()
 # ================================================================ REFILL_COMPLETE
 
 REFILL_OK = refill.RefillFacts(
+    state=TherapyState.REFILL,
     volume_nl=3_000_000,
     capacity_nl=20_000_000,
     withdrawn_nl=3_000_000,
@@ -1100,6 +1101,12 @@ def test_rule_refill_must_not_overfill(volume, withdrawn, added, ok):
 def test_rule_refill_overfill_is_refused_before_the_drug_is_asked():
     assert_refill_refused(refilled(added_nl=20_000_001, drug="heroin"), "added_nl", "overfill")
     assert_refill_refused(refilled(added_nl=20_000_001, drug="heroin", prescription=None), "added_nl", "overfill")
+
+
+@pytest.mark.parametrize("state", [s for s in TherapyState if s is not TherapyState.REFILL])
+def test_rule_refill_completes_only_after_refill_begin(state):
+    v = refilled(state=state, added_nl=10**12)  # (before the overfill is even looked at)
+    assert v.refusal is not None and v.refusal.reason is NakReason.WRONG_STATE and "REFILL_BEGIN" in v.refusal.detail
 
 
 def test_rule_refill_with_a_drug_not_programmed_is_refused():

@@ -1,25 +1,29 @@
 """Completing a refill (SR-017, SR-018, SR-041).
 
-REFILL_COMPLETE records what the reservoir now holds: the volume withdrawn is compared
-with the estimate (a consequential discrepancy is alarmed), the fill must not overfill
-the reservoir, and the drug must be the one programmed (or, with no prescription yet,
-one in the drug library). The concentration entered becomes the reservoir's recorded
-concentration, and the prescription's: the prescription keeps its dose per day, so the
-volume rate follows the new concentration, and it must still be valid at it.
+REFILL_COMPLETE comes only after REFILL_BEGIN (delivery is paused in between) and records
+what the reservoir now holds: the volume withdrawn is compared with the estimate (a
+consequential discrepancy is alarmed), the fill must not overfill the reservoir, and the
+drug must be the one programmed (or, with no prescription yet, one in the drug library,
+at a concentration it allows). The concentration entered becomes the reservoir's
+recorded concentration, and the prescription's: the prescription keeps its dose per day,
+so the volume rate follows the new concentration, and it must still be valid at it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from protocol.codes import TherapyState
+
 from ..druglib import DrugLibrary
 from ..prescription import HwLimits, Prescription, fmt_dose
-from . import Refusal, out_of_range, reservoir
+from . import Refusal, out_of_range, reservoir, wrong_state
 from .prescription import PrescriptionError, validate
 
 
 @dataclass(frozen=True)
 class RefillFacts:
+    state: TherapyState
     volume_nl: int  # the estimate before the refill
     capacity_nl: int
     withdrawn_nl: int
@@ -39,6 +43,8 @@ class RefillVerdict:
 
 
 def decide(f: RefillFacts) -> RefillVerdict:
+    if f.state is not TherapyState.REFILL:
+        return RefillVerdict(wrong_state("REFILL_BEGIN first"), None)
     if reservoir.overfills(f.volume_nl, f.withdrawn_nl, f.added_nl, f.capacity_nl):
         return RefillVerdict(
             out_of_range("added_nl", f"{f.added_nl} nL would overfill the {f.capacity_nl} nL reservoir"), None
