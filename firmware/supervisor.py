@@ -52,6 +52,11 @@ class Supervisor:
 
     def set_condition(self, alarm: AlarmId, present: bool) -> None:
         held = self.alarms.active.get(alarm)
+        # Conditions are reported at every stroke and wake-up: most change nothing.
+        if held is None and not present:
+            return
+        if held is not None and present and held.condition:
+            return
         if not present and held is not None and held.condition and held.priority is Priority.HIGH:
             # A high alarm halted therapy. Acknowledging it while its condition held only
             # silenced it: resuming is a person's decision once the condition is gone, so
@@ -59,7 +64,7 @@ class Supervisor:
             held.acknowledged = False
         change = self.alarms.condition(alarm, present, self.clock.now_ms)
         if change is None:
-            return  # (conditions are reported at every stroke and wake-up: most change nothing)
+            return
         if change == "raised":
             a = self.alarms.active[alarm]
             self.outbox.record(LogEvent.ALARM_RAISED, int(alarm), int(a.priority))
