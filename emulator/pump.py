@@ -5,6 +5,8 @@ hardware watchdog) and the event queue, takes pump-link messages from the contro
 puts its answers in `outbox`. It knows nothing of ports or processes: the server moves
 bytes, this decides what the hardware does. Its own safeguards do not trust the
 controller: a run is bounded, a silent controller has the motor stopped by the watchdog.
+Whoever needs to see each stroke as it is made (tests, campaigns) registers a stroke tap
+(add_stroke_tap) rather than patching the fluid path.
 """
 
 from __future__ import annotations
@@ -54,6 +56,40 @@ class Run:
     interval_ms: int
     made: int = 0
     timer: Timer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StrokeEvent:
+    """One stroke the mechanism attempted, as the fluid path saw it (for stroke taps).
+
+    Drug is in fg (ng/mL x nL). A stroke into an occluded catheter delivers nothing at
+    once: its volume is held (`held_*`) and vents later, outside any stroke, so the
+    fluid's cumulative `total_delivered_*` and `pending_*` are given too: an observer
+    that counts held volume as out when it was pushed needs no further tap."""
+
+    time_ms: int  # pump time of the stroke
+    run_id: int
+    moved_nl: int  # left the reservoir (0: the mechanism stalled or the reservoir was dry)
+    delivered_nl: int  # left the catheter tip into the patient in this stroke
+    delivered_fg: int
+    held_nl: int  # pushed out of the reservoir side but held behind an occlusion
+    held_fg: int
+    leaked_nl: int  # lost through a catheter leak in this stroke
+    reservoir_fg_per_nl: int  # the reservoir's concentration before the stroke (= ng/mL)
+    total_delivered_nl: int  # the fluid path's cumulative figures after the stroke
+    total_delivered_fg: int
+    pending_nl: int
+    pending_fg: int
+    odometer_strokes: int  # after the stroke (counts only strokes that moved fluid)
+    stalled: bool = False  # the motor could not move (stall fault, or pressure at the stall level)
+
+    @property
+    def made(self) -> bool:
+        """The stroke moved fluid (and was counted on the odometer)."""
+        return self.moved_nl > 0
+
+
+StrokeTap = Callable[[StrokeEvent], None]
 
 
 @dataclass(frozen=True)
@@ -124,6 +160,9 @@ class PumpHardware:
         self._vent: Timer | None = None
         self._beeps: list[Timer] = []
         self._last_ms = self.sched.now_ms
+        # A tuple, replaced on change: a tap may remove itself (or add another) while the
+        # taps of a stroke are being called. Empty, the hot path pays one truth test.
+        self._stroke_taps: tuple[StrokeTap, ...] = ()
         # Injected hardware conditions are physical: a blocked catheter stays blocked
         # across an emulator restart (link noise, a property of the line, does not).
         self.fluid.occluded = s.get("occluded", False)
@@ -310,6 +349,50 @@ class PumpHardware:
             and self.now_ms - self.last_kick_ms < self.model.watchdog_window_ms
         )
 
+    # ------------------------------------------------------------ stroke taps
+
+    def add_stroke_tap(self, tap: StrokeTap) -> None:
+        """Call `tap` with a StrokeEvent for every stroke the mechanism attempts from now
+        on: made, stalled, or finding the reservoir dry (see StrokeEvent.made)."""
+        self._stroke_taps = (*self._stroke_taps, tap)
+
+    def remove_stroke_tap(self, tap: StrokeTap) -> None:
+        """Stop calling `tap` (ValueError if it was not added)."""
+        taps = list(self._stroke_taps)
+        taps.remove(tap)
+        self._stroke_taps = tuple(taps)
+
+    @property
+    def stroke_taps(self) -> tuple[StrokeTap, ...]:
+        return self._stroke_taps
+
+    def _fluid_before(self) -> tuple[int, ...]:
+        f = self.fluid
+        return (f.reservoir_nl, f.reservoir_fg, f.delivered_nl, f.delivered_fg, f.pending_nl, f.pending_fg, f.leaked_nl)
+
+    def _tap(self, run_id: int, before: tuple[int, ...], moved_nl: int, stalled: bool) -> None:
+        res_nl, res_fg, del_nl, del_fg, pend_nl, pend_fg, leaked_nl = before
+        f = self.fluid
+        event = StrokeEvent(
+            time_ms=self.now_ms,
+            run_id=run_id,
+            moved_nl=moved_nl,
+            delivered_nl=f.delivered_nl - del_nl,
+            delivered_fg=f.delivered_fg - del_fg,
+            held_nl=f.pending_nl - pend_nl,
+            held_fg=f.pending_fg - pend_fg,
+            leaked_nl=f.leaked_nl - leaked_nl,
+            reservoir_fg_per_nl=res_fg // res_nl if res_nl else 0,
+            total_delivered_nl=f.delivered_nl,
+            total_delivered_fg=f.delivered_fg,
+            pending_nl=f.pending_nl,
+            pending_fg=f.pending_fg,
+            odometer_strokes=self.odometer,
+            stalled=stalled,
+        )
+        for tap in self._stroke_taps:
+            tap(event)
+
     # ------------------------------------------------------------ the stroke mechanism
 
     def _start_run(self, msg: MotorRun) -> None:
@@ -357,20 +440,31 @@ class PumpHardware:
         if run is None:
             return
         run.timer = None
+        # The fluid path's figures before the stroke, only when someone is watching: the
+        # 30-day benchmark makes tens of thousands of strokes and must not pay for taps.
+        before = self._fluid_before() if self._stroke_taps else None
         if self.stall_fault:
+            if before is not None:
+                self._tap(run.run_id, before, 0, stalled=True)
             self._end_run(RunOutcome.STALLED)
             self._send_sensors()
             return
         result = self.fluid.stroke(self.stroke_volume_nl())
         if result.stalled:
+            if before is not None:
+                self._tap(run.run_id, before, 0, stalled=True)
             self.record("pressure_stall", f"{self.fluid.pressure_pa} Pa")
             self._end_run(RunOutcome.STALLED)
             self._send_sensors()
             return
         if result.moved_nl == 0:
+            if before is not None:
+                self._tap(run.run_id, before, 0, stalled=False)
             self._end_run(RunOutcome.EMPTY)
             return
         self.odometer += 1
+        if before is not None:
+            self._tap(run.run_id, before, result.moved_nl, stalled=False)
         self.battery.stroke()
         run.made += 1
         if run.made >= run.strokes:

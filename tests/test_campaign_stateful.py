@@ -2,26 +2,37 @@
 
 A hypothesis RuleBasedStateMachine drives tools.inprocess.LocalPump (the emulator's Rig
 and the real firmware in one process, every request signed and relayed through the
-codec) with patient and clinician boluses, programs (valid, and invalid ones that must be
-refused and change nothing), start and stop, refills (begin, the physical act, complete;
-withdrawn volume right or wrong, sometimes into the pocket, sometimes at a new
-concentration), clock changes, time advances from seconds to days, injected faults
-(occlusion, motor stall, battery, stroke-volume error within tolerance), alarm
-acknowledgements and power cycles. A fresh pump per example.
+codec) with patient and clinician boluses, programs (valid, invalid ones that must be
+refused and change nothing, and valid ones stating another concentration or drug than
+the last refill recorded, which must be refused too), start and stop, priming (PRIME
+with therapy stopped, any volume, sometimes several an hour apart), refills (begin, the
+physical act, complete; withdrawn volume right or wrong, sometimes into the pocket,
+sometimes at a new concentration), clock changes, time advances from seconds to days,
+injected faults (occlusion, motor stall, battery, stroke-volume error within tolerance),
+alarm acknowledgements, power cycles, and the pump hardware restarting from its physical
+state of an hour to two days before (its time, odometer and fluid gone back, the
+firmware's NVM not). A fresh pump per example.
 
 After every step (docs/campaigns.md, "Stateful property test", says why each is exact):
 
   * hard limit: ground-truth drug out of the catheter tip in any rolling 24 h stays within
-    the hard limit in force plus one stroke, checked at every stroke the mechanism makes;
+    the hard limit in force plus one stroke, checked at every stroke the mechanism makes
+    (priming strokes included), on the real timeline: when the hardware goes back in
+    time, later strokes are shifted by all it went back, since the patient does not;
   * lockout: no patient bolus starts inside its lockout (after the previous patient bolus,
     a programming or a refill), nor beyond the allotted count per rolling 24 h, from the
     event log;
   * no delivery while stopped, in refill or halted (at every stroke, and step by step over
-    the wire);
+    the wire), except the strokes of an accepted PRIME while stopped, no more than its
+    volume and only until it ends;
   * reservoir: the firmware's estimate follows the physical volume up to the mechanism's
-    own volume error (measured stroke by stroke), from an offset the refill explains;
-  * event log: sequence numbers strictly increase with no gaps, across resets.
+    own volume error (measured stroke by stroke), from an offset the refill explains
+    (not after a restart from older state until the next refill: the fluid went back);
+  * event log: sequence numbers strictly increase with no gaps, across resets and
+    restarts from older state;
+  * after a restart from older state, CLOCK_ERROR stands until acknowledged.
 
+The strokes are seen through the emulated hardware's stroke tap (PumpHardware.add_stroke_tap).
 Failing examples are saved in hypothesis' example database (.hypothesis/ by default) and
 replayed first on the next run; the report prints the steps as code and a
 @reproduce_failure blob.
@@ -47,11 +58,13 @@ from hypothesis.stateful import (
 )
 
 from emulator.model import PumpModel
+from emulator.pump import StrokeEvent
 from protocol.codes import (
     AlarmId,
     BeepPattern,
     BolusDecision,
     BolusKind,
+    BolusOutcome,
     Fault,
     Link,
     LogEvent,
@@ -63,11 +76,13 @@ from protocol.codes import (
 from protocol.messages import (
     AlarmAck,
     BasalStep,
+    BolusFinished,
     BolusRequest,
     ClinicianBolus,
     LogRead,
     Message,
     Nak,
+    Prime,
     Program,
     ReadPrescription,
     RefillBegin,
@@ -98,9 +113,12 @@ CAP_NL = MODEL.reservoir_capacity_ul * 1000
 EMPTY_NL = 1_000_000  # firmware/config.py empty_reservoir_ul
 DISCREPANCY_NL = 1_000_000  # 20 mL pump: 1 mL
 MIN_INTERVAL_MS = MODEL.min_stroke_interval_ms
+DEAD_NL = MODEL.catheter_dead_volume_nl
 DRUG = "morphine"
 MAX_CONC = 20 * MG  # firmware/drugs.toml: morphine
 MAX_DAILY = 15 * MG
+OTHER_DRUG = "hydromorphone"
+DRUG_LIMITS = {DRUG: (MAX_CONC, MAX_DAILY), OTHER_DRUG: (15 * MG, 10 * MG)}  # firmware/drugs.toml
 CONCENTRATIONS = (5 * MG, 2 * MG, 10 * MG, 20 * MG)  # the first is the simplest example's
 RUNNING_OR_HALTED = (TherapyState.RUNNING, TherapyState.HALTED)
 
@@ -169,6 +187,17 @@ def bolus_fits(bolus: tuple[int, int, int, int], conc: int) -> bool:
         return False
     strokes = -(-nl // STROKE_NL)
     return duration * 1000 // strokes >= MIN_INTERVAL_MS
+
+
+def rx_valid(rx: Rx) -> bool:
+    """The rules of firmware/prescription.py that depend on the drug and concentration,
+    for a prescription that keeps every other rule (one valid at another concentration)."""
+    max_conc, max_daily = DRUG_LIMITS[rx.drug]
+    if not 0 < rx.concentration <= max_conc or rx.limit > max_daily or daily_basal(rx.basal) > max_daily:
+        return False
+    if any(rate * ML * MIN_INTERVAL_MS > STROKE_NL * DAY * rx.concentration for _, rate in rx.basal):
+        return False  # more volume a day than the mechanism can move
+    return rx.bolus is None or bolus_fits(rx.bolus, rx.concentration)
 
 
 @st.composite
@@ -243,16 +272,18 @@ def invalid_variants(rx: Rx) -> list[tuple[str, Rx]]:
 
 @dataclass
 class StrokeRecord:
-    t_ms: int
+    t_ms: int  # on the real timeline (pump time plus what the hardware went back, see PumpCampaign.back_ms)
     moved_nl: int  # left the reservoir
     fg: int  # drug out of the catheter tip (or held behind an occlusion), from this stroke
     nominal_fg: int  # the same had the stroke been exactly nominal (see Tracer)
     state: TherapyState  # the firmware's therapy state when the mechanism made it
     limit_ng: int  # hard limit in force
+    priming: bool = False  # made while stopped, as a stroke of an accepted PRIME (see Priming)
 
 
 class Tracer:
-    """Records every stroke the emulated mechanism makes, as it makes it.
+    """Records every stroke the emulated mechanism makes, as it makes it (the hardware's
+    stroke tap).
 
     `fg` is what left the catheter tip, counting drug held behind an occlusion as out
     (it vents when the occlusion clears; the firmware counted it at the stroke). The
@@ -263,34 +294,31 @@ class Tracer:
     firmware could have known."""
 
     def __init__(self, machine: PumpCampaign) -> None:
-        pump = machine.pump
-        fluid = pump.rig.hw.fluid
-        hw = pump.rig.hw
+        self.machine = machine
         self.records: list[StrokeRecord] = []
         self.nominal: deque[list[int]] = deque()
-        m = hw.model
+        m = machine.pump.rig.hw.model
         if m.catheter_dead_volume_nl:
             self.nominal.append([m.catheter_dead_volume_nl, m.initial_concentration_ng_per_ml])
-        orig = fluid.stroke
+        # LocalPump.restart_from carries the tap over to the restarted hardware.
+        machine.pump.rig.hw.add_stroke_tap(self.on_stroke)
 
-        def stroke(volume_nl: int):
-            res_nl, res_fg = fluid.reservoir_nl, fluid.reservoir_fg
-            before = fluid.delivered_fg + fluid.pending_fg
-            result = orig(volume_nl)
-            if result.moved_nl:
-                self.records.append(
-                    StrokeRecord(
-                        t_ms=hw.now_ms,
-                        moved_nl=result.moved_nl,
-                        fg=fluid.delivered_fg + fluid.pending_fg - before,
-                        nominal_fg=self._push_nominal(res_fg // res_nl),
-                        state=pump.controller.parts.supervisor.state,
-                        limit_ng=machine.limit_ng,
-                    )
-                )
-            return result
-
-        fluid.stroke = stroke
+    def on_stroke(self, e: StrokeEvent) -> None:
+        if not e.made:
+            return
+        machine = self.machine
+        state = machine.pump.controller.parts.supervisor.state
+        self.records.append(
+            StrokeRecord(
+                t_ms=e.time_ms + machine.back_ms,
+                moved_nl=e.moved_nl,
+                fg=e.delivered_fg + e.held_fg,
+                nominal_fg=self._push_nominal(e.reservoir_fg_per_nl),
+                state=state,
+                limit_ng=machine.limit_ng,
+                priming=state is TherapyState.STOPPED and machine.priming_stroke(),
+            )
+        )
 
     def _push_nominal(self, conc: int) -> int:
         segs = self.nominal
@@ -353,6 +381,28 @@ class Refill:
     concentration: int = 0
 
 
+@dataclass
+class Priming:
+    """An accepted PRIME, from its PRIME_ACK to its end (BOLUS_FINISHED, or a start,
+    stop, refill or reset): the only time the mechanism may move with therapy stopped."""
+
+    command_id: int
+    strokes: int  # planned: the volume in whole strokes, rounded up
+    left: int  # strokes it may still make
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The pump hardware's physical state at a step, to restart it from later."""
+
+    state: dict  # LocalPump.rig.state()
+    faults: tuple[tuple[Fault, int], ...]  # the faults injected then (they are physical)
+
+    @property
+    def time_ms(self) -> int:
+        return self.state["time_ms"]
+
+
 class PumpCampaign(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -385,7 +435,10 @@ class PumpCampaign(RuleBasedStateMachine):
 
     @property
     def now_ms(self) -> int:
-        return self.pump.rig.now_ms
+        """Real time: the pump's time plus all it went back at restarts from older state.
+        The patient's body does not go back in time, so every time the model keeps
+        (lockouts, bolus starts, the rolling 24 h of the trace) is on this timeline."""
+        return self.pump.rig.now_ms + self.back_ms
 
     def wait(self, ms: int) -> None:
         """Time passes before a step: up to days while running; a stopped or halted pump
@@ -448,6 +501,15 @@ class PumpCampaign(RuleBasedStateMachine):
         self.refill: Refill | None = None
         self.presses = 0
         self.faults: dict[Fault, int] = {}
+        self.back_ms = 0  # how far the pump's time has gone back in all (restart_older)
+        self.priming: Priming | None = None
+        self.prime_ids: set[int] = set()  # command ids of the PRIMEs accepted
+        self.primed_in_step = 0  # priming strokes checked since the last step
+        self.snapshots: deque[Snapshot] = deque(maxlen=16)
+        self.reservoir_exact = True  # False from a restart from older state to the next refill
+        self.recorded_conc = conc  # at the last REFILL_COMPLETE accepted
+        self.clock_error_due = False  # the hardware went back: CLOCK_ERROR until we acknowledge it
+        self.log_clock_back: list[int] = []  # CLOCK_WENT_BACK entries' arg0 (s), read from the log
         self.trace = Tracer(self)
         self.seen = 0  # trace records checked
         self.window: deque[tuple[int, int, int]] = deque()  # (t, fg counted, raw fg)
@@ -494,12 +556,71 @@ class PumpCampaign(RuleBasedStateMachine):
         self.wait(wait)
         self._program(data.draw(valid_rx(self.rx.concentration)))
 
+    @rule(wait=WAIT, data=st.data())
+    def program_other_concentration(self, wait: int, data) -> None:
+        """A prescription valid in itself that states another concentration (or drug)
+        than the last refill recorded: the reservoir's content is a fact of the refill, a
+        program may only state it, so it is refused and changes nothing. Dosing by the
+        stated figure would be off by their ratio: the same mg/day at 1 mg/mL against a
+        5 mg/mL reservoir pumps five times the dose."""
+        self.wait(wait)
+        recorded = self.recorded_conc
+        others = [c for c in (MG, *CONCENTRATIONS) if c != recorded]
+        # The prescription in force at another concentration (the same doses), or under
+        # another drug, where that is valid in itself; else one drawn at the other one.
+        same = [("concentration_ng_per_ml", replace(self.rx, concentration=c)) for c in others]
+        same.append(("drug", replace(self.rx, drug=OTHER_DRUG)))
+        same = [(f, rx) for f, rx in same if rx_valid(rx)]
+        if same and data.draw(st.booleans()):
+            field_name, rx = data.draw(st.sampled_from(same))
+        else:
+            field_name, rx = "concentration_ng_per_ml", data.draw(valid_rx(data.draw(st.sampled_from(others))))
+        before = self.status()
+        cid = self.next_id()
+        reply = self.req(rx.message(cid))
+        if field_name == "drug" and before.state is TherapyState.STOPPED and not before.bolus_active:
+            self._change_drug(rx, cid, reply)
+            return
+        if before.state is TherapyState.REFILL or before.bolus_active:
+            self.expect_nak(reply, NakReason.WRONG_STATE)
+        else:
+            assert isinstance(reply, Nak), (
+                f"PROGRAM stating {rx.drug} at {rx.concentration} ng/mL accepted; the last refill recorded "
+                f"{DRUG} at {recorded} ng/mL"
+            )
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, field_name)
+        self.lockout_events.append(("refused", cid, None, None))
+        self.unchanged(before, "PROGRAM at another concentration")
+        FIGURES.count(FIGURES.actions, "program other concentration")
+
+    def _change_drug(self, rx: Rx, cid: int, reply: Message) -> None:
+        """Another drug, programmed with therapy stopped: how a clinician changes drugs. It
+        is taken, but nothing may move the reservoir's drug by it: START and PRIME are
+        refused until a refill records the new drug. (The model has no second drug to fill:
+        the prescription in force is programmed again.)"""
+        assert not isinstance(reply, Nak), f"another drug refused with therapy stopped: {reply}"
+        if rx.bolus is not None:
+            self.lockout_until_ms = max(self.lockout_until_ms, self.now_ms + rx.lockout_ms)
+        self.lockout_events.append(("program", cid, self.now_ms, rx.lockout_ms))
+        made = len(self.trace.records)
+        for msg in (Start(command_id=self.next_id()), Prime(command_id=self.next_id(), volume_nl=STROKE_NL)):
+            refused = self.req(msg)
+            self.expect_nak(refused, NakReason.WRONG_STATE)
+            assert "reservoir holds" in refused.detail, refused
+        self.advance_ms(MINUTE)
+        assert len(self.trace.records) == made, "a stroke with another drug programmed than the reservoir holds"
+        self._program(self.rx)
+        FIGURES.count(FIGURES.actions, "program another drug while stopped")
+
     def start(self) -> None:
         before = self.status()
         reply = self.req(Start(command_id=self.next_id()))
         ok = before.state is TherapyState.STOPPED and not _high(before) and before.reservoir_nl >= EMPTY_NL + STROKE_NL
+        if ok and before.bolus_active and isinstance(reply, Nak):
+            ok = False  # (a priming in progress, the one bolus of a stopped pump: START may wait for it)
         if ok:
             assert not isinstance(reply, Nak) and reply.state is TherapyState.RUNNING, reply
+            self.priming = None  # running, every stroke is allowed; stopped again, none of it
         else:
             self.expect_nak(reply, NakReason.WRONG_STATE)
             self.unchanged(before, "START")
@@ -509,6 +630,11 @@ class PumpCampaign(RuleBasedStateMachine):
         reply = self.req(Stop(command_id=self.next_id()))
         if before.state in RUNNING_OR_HALTED:
             assert not isinstance(reply, Nak) and reply.state is TherapyState.STOPPED, reply
+            self.priming = None
+        elif before.state is TherapyState.STOPPED and before.bolus_active and not isinstance(reply, Nak):
+            # STOP may interrupt a priming (a stopped pump's only bolus); then it must end.
+            assert reply.state is TherapyState.STOPPED and not self.status().bolus_active, reply
+            self.priming = None
         else:
             self.expect_nak(reply, NakReason.WRONG_STATE)
             self.unchanged(before, "STOP")
@@ -610,6 +736,136 @@ class PumpCampaign(RuleBasedStateMachine):
             return
         self.unchanged(before, "CLINICIAN_BOLUS")
 
+    # ------------------------------------------------------------ priming
+
+    def priming_stroke(self) -> bool:
+        """A stroke made while stopped (the Tracer asks, as it is made): one of an
+        accepted PRIME's strokes? Each PRIME allows as many as its volume in strokes."""
+        p = self.priming
+        if p is None or p.left <= 0:
+            return False
+        p.left -= 1
+        return True
+
+    def _window_fg(self) -> int:
+        """Drug counted in the rolling 24 h up to now, (now - 24 h, now], from the trace."""
+        self._check_strokes()
+        since = self.now_ms - DAY
+        return sum(c for t, c, _ in self.window if t > since)
+
+    def _concentrations(self) -> list[int]:
+        """Every concentration a stroke could push out of the tip now (ng/mL): the
+        catheter's segments, then the reservoir's."""
+        return [c for _, c in self.trace.nominal] + [self.conc]
+
+    def _prime(self, volume: int) -> bool | None:
+        """PRIME of `volume` nL. Refused exactly when the new firmware must refuse it; and
+        never when it plainly fits. None if refused, else whether nothing stands in the
+        way of its finishing (no fault, no high alarm, room in the reservoir)."""
+        before = self.status()
+        gt = self.truth()
+        window = self._window_fg()
+        strokes = -(-volume // STROKE_NL)
+        concs = self._concentrations()
+        limit_fg = self.limit_ng * FG_PER_NG
+        cid = self.next_id()
+        reply = self.req(Prime(command_id=cid, volume_nl=volume))
+        what = f"PRIME of {volume} nL"
+        if before.state is not TherapyState.STOPPED or before.bolus_active:
+            self.expect_nak(reply, NakReason.WRONG_STATE)
+        elif not STROKE_NL <= volume <= 2 * DEAD_NL:
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "volume_nl")
+        elif window + volume * min(concs) > limit_fg:
+            # The priming strokes push drug out of the (primed) catheter's tip.
+            assert isinstance(reply, Nak), (
+                f"{what} accepted: {window / FG_PER_NG:.0f} ng out in the last 24 h and at least "
+                f"{volume * min(concs) / FG_PER_NG:.0f} ng more from it, hard limit {self.limit_ng} ng"
+            )
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "volume_nl")
+        elif before.reservoir_nl - volume < EMPTY_NL:
+            assert isinstance(reply, Nak), f"{what} accepted with {before.reservoir_nl} nL in the reservoir"
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "volume_nl")
+        elif isinstance(reply, Nak) and not (_high(before) and reply.reason is NakReason.WRONG_STATE):
+            # (A high alarm standing is not in the spec: refused WRONG_STATE or accepted
+            # to no effect, the safety layer allowing no run, are both fair.)
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE, "volume_nl")
+            # Room for it even if the firmware projected a whole day of basal on top.
+            rx = self.rx
+            basal_fg = (daily_basal(rx.basal) + Fraction(max(r for _, r in rx.basal), 1440)) * FG_PER_NG
+            need_fg = (before.dose_24h_ng + 1) * FG_PER_NG + basal_fg + (strokes + 1) * STROKE_NL * max(concs)
+            fits = (
+                not _high(before)
+                and need_fg <= limit_fg
+                and before.reservoir_nl - strokes * STROKE_NL >= EMPTY_NL + STROKE_NL
+            )
+            assert not fits, f"{what} refused ({reply.detail}) with room for it: {before}"
+        if isinstance(reply, Nak):
+            self.unchanged(before, "PRIME")
+            FIGURES.count(FIGURES.actions, f"prime refused {reply.reason.name.lower()}")
+            return None
+        self.priming = Priming(cid, strokes, strokes)
+        self.prime_ids.add(cid)
+        FIGURES.count(FIGURES.actions, "prime")
+        return (
+            not _high(before)
+            and not {Fault.OCCLUSION, Fault.MOTOR_STALL} & set(self.faults)
+            and gt.outlet_pressure_pa == 0
+            and before.reservoir_nl - strokes * STROKE_NL >= EMPTY_NL + STROKE_NL
+            and gt.reservoir_nl >= strokes * STROKE_NL * 103 // 100
+        )
+
+    def _run_priming(self, clear_way: bool) -> None:
+        """Time for the priming just accepted to make its strokes. It ends with a
+        BOLUS_FINISHED of kind PRIMING; with nothing in its way, completed, every stroke
+        made, therapy still stopped."""
+        p = self.priming
+        self.advance_ms(p.strokes * MIN_INTERVAL_MS + MINUTE)
+        done = [e for e in self.pump.events if isinstance(e, BolusFinished) and e.command_id == p.command_id]
+        assert all(e.kind is BolusKind.PRIMING for e in done), done
+        if not clear_way:
+            return
+        assert done, f"priming {p.command_id} of {p.strokes} strokes not finished in {p.strokes * MIN_INTERVAL_MS} ms"
+        assert done[0].outcome is BolusOutcome.COMPLETED and done[0].delivered_nl == p.strokes * STROKE_NL, done
+        assert p.left == 0, f"priming made {p.strokes - p.left} strokes while stopped, {p.strokes} planned"
+        after = self.status()
+        assert after.state is TherapyState.STOPPED and not after.bolus_active, after
+        FIGURES.count(FIGURES.actions, "priming completed")
+
+    # Mostly within [a stroke, twice the dead volume], the range PRIME takes.
+    PRIME_VOLUMES = st.one_of(
+        st.sampled_from([2 * DEAD_NL, STROKE_NL, DEAD_NL, 10 * STROKE_NL]),
+        st.integers(STROKE_NL, 2 * DEAD_NL),
+        st.integers(STROKE_NL, 20 * STROKE_NL),
+        st.one_of(st.integers(0, STROKE_NL - 1), st.integers(2 * DEAD_NL + 1, 4 * DEAD_NL)),
+    )
+
+    @rule(
+        wait=WAIT,
+        volume=PRIME_VOLUMES,
+        times=st.sampled_from([1, 8, 2, 4]),
+        stop_first=st.sampled_from([True, False]),
+        leave=st.booleans(),
+    )
+    def prime(self, wait: int, volume: int, times: int, stop_first: bool, leave: bool) -> None:
+        """A clinician primes the catheter (therapy stopped first, or not), once or
+        several times an hour apart: 8 primes of 0.4 mL at 5 mg/mL an hour apart once
+        pushed 16 mg out of the tip against a 3 mg hard limit. The last priming is
+        sometimes left running, for the next step to interrupt (start, stop, refill,
+        fault, reset)."""
+        self.wait(wait)
+        if stop_first and self.status().state in RUNNING_OR_HALTED:
+            self.stop()
+        for i in range(times):
+            if i:
+                if not self.within_budget():
+                    break
+                self.advance_ms(HOUR)
+            clear_way = self._prime(volume)
+            if clear_way is None and self.st.state is not TherapyState.STOPPED:
+                break  # (an hour on, it will be refused the same)
+            if clear_way is not None and (i < times - 1 or not leave):
+                self._run_priming(clear_way)
+
     # ------------------------------------------------------------ refills
 
     def _begin(self) -> bool:
@@ -619,6 +875,8 @@ class PumpCampaign(RuleBasedStateMachine):
             assert not isinstance(reply, Nak), reply
             assert reply.expected_reservoir_nl == before.reservoir_nl, (reply, before)
             self.refill = Refill(reply.expected_reservoir_nl)
+            self.priming = None
+            self.snapshots.clear()  # older fluid, or another drug, than the refill will record
             return True
         self.expect_nak(reply, NakReason.WRONG_STATE)
         self.unchanged(before, "REFILL_BEGIN")
@@ -733,6 +991,8 @@ class PumpCampaign(RuleBasedStateMachine):
         self._check_strokes()  # (the drift so far belongs to the old fill)
         self.offset_nl = added - self.truth().reservoir_nl
         self.drift_nl = 0
+        self.reservoir_exact = True
+        self.recorded_conc = conc
         if self.rx is not None:
             self.rx = replace(self.rx, concentration=conc)
             self.rx_read = self.req(ReadPrescription())
@@ -794,6 +1054,7 @@ class PumpCampaign(RuleBasedStateMachine):
         self.wait(wait)
         before = self.status()
         self.sim(SimPowerCycle(off_ms=off_ms))
+        self.priming = None
         after = self.status()
         # It comes back as it was (a bolus in progress is abandoned, never resumed), or
         # halted by a fault it found at boot (a stall while stopped shows only then).
@@ -802,6 +1063,86 @@ class PumpCampaign(RuleBasedStateMachine):
         assert not after.bolus_active, after
         for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
             assert getattr(after, k) == getattr(before, k), (k, before, after)
+
+    def _restart_choices(self) -> list[Snapshot]:
+        now = self.pump.rig.now_ms
+        return [s for s in self.snapshots if HOUR <= now - s.time_ms <= 2 * DAY]
+
+    @precondition(lambda self: self.refill is None and self._restart_choices())
+    @rule(data=st.data(), observe=st.booleans())
+    def restart_older(self, data, observe: bool) -> None:
+        """The pump hardware restarts from its physical state of an hour to two days ago
+        (LocalPump.restart_from): its time, boot count, odometer, fluid and injected
+        faults all go back, the firmware's NVM does not. The firmware must notice
+        (CLOCK_ERROR, medium: it does not halt; CLOCK_WENT_BACK logged) and carry on as
+        it was, on its own time kept monotonic. The patient's time does not go back: from
+        here on the trace puts the strokes on the real timeline (back_ms)."""
+        snap = data.draw(st.sampled_from(self._restart_choices()))
+        self._check_log()
+        before = self.status()
+        back = self.pump.rig.now_ms - snap.time_ms
+        self._check_strokes()  # the strokes so far, on the timeline as it was
+        logged = len(self.log_clock_back)
+        self.back_ms += back  # (before the restart: any stroke from then on is on the new timeline)
+        self.pump.restart_from(snap.state)
+        self.priming = None  # (a reset abandons a bolus in progress)
+        self.reservoir_exact = False  # see _check_reservoir
+        self.prev = None
+        self.faults = dict(snap.faults)
+        # (The trace's nominal catheter goes on: it is what the firmware, whose NVM did not
+        # go back, can know of the drug at the tip, and the snapshot's catheter holds only
+        # the drug of the same fill.)
+        self.snapshots = deque((s for s in self.snapshots if s.time_ms < snap.time_ms), maxlen=16)
+        FIGURES.count(FIGURES.actions, "restart from older state")
+        after = self.status()
+        went = f"after the hardware went back {back} ms"
+        alarms = {a.alarm: a for a in after.alarms}
+        assert AlarmId.CLOCK_ERROR in alarms, f"no CLOCK_ERROR {went}: {after}"
+        assert alarms[AlarmId.CLOCK_ERROR].priority is Priority.MEDIUM, after
+        self.clock_error_due = True
+        # As it was: a running pump keeps running, a bolus in progress abandoned as at any
+        # reset; or halted by a high alarm: a fault the older hardware brought back, or one
+        # that stood in a stopped pump (an alarm raised then, CLOCK_ERROR too, halts it).
+        as_was = after.state is before.state or (after.state is TherapyState.HALTED and _high(after))
+        assert as_was, (went, before, after)
+        assert not after.bolus_active, after
+        for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
+            assert getattr(after, k) == getattr(before, k), (k, went, before, after)
+        # Its time goes on from the last it saw (the STATUS just before), not the pump's:
+        # the lockout and the 24 h bolus count stand as they were, and nothing delivered
+        # is forgotten (a bolus abandoned at the reset counts in full).
+        for k in ("lockout_remaining_s", "boluses_24h"):
+            assert getattr(after, k) == getattr(before, k), (k, went, before, after)
+        assert after.dose_24h_ng >= before.dose_24h_ng, (went, before, after)
+        self._check_log()
+        assert len(self.log_clock_back) == logged + 1, f"{len(self.log_clock_back) - logged} CLOCK_WENT_BACK {went}"
+        assert abs(self.log_clock_back[-1] - back // 1000) <= 1, (self.log_clock_back[-1], went)
+        if observe and after.state is TherapyState.RUNNING and not _high(after) and self.within_budget():
+            self._basal_goes_on(after)
+
+    def _basal_goes_on(self, after) -> None:
+        """The hour after a restart from older state: basal at the prescribed rate, not
+        paused for the time the pump's clock lost (where neither the hard limit nor the
+        reservoir holds it back). A burst is bounded by the hard-limit invariant; no
+        tighter bound is asserted, since basal held back before (by the limit, or during
+        a bolus the reset abandoned) is rightly paid out after it at the payout pace, and
+        how much is owed cannot be seen from here."""
+        rates = [r for _, r in self.rx.basal]
+        concs = self._concentrations()
+        n0 = len(self.trace.records)
+        self.advance_ms(HOUR)
+        made = len(self.trace.records) - n0
+        least = min(rates) * ML // (max(concs) * 24 * STROKE_NL) - 2
+        most = -(-max(rates) * ML // (min(concs) * 24 * STROKE_NL)) + 2
+        now = self.status()
+        window_fg = (after.dose_24h_ng + max(rates) // 12) * FG_PER_NG + 2 * STROKE_NL * max(concs)
+        held = (
+            _high(now)
+            or now.state is not TherapyState.RUNNING
+            or window_fg > self.limit_ng * FG_PER_NG
+            or after.reservoir_nl - most * STROKE_NL < EMPTY_NL + STROKE_NL
+        )
+        assert held or made >= least, f"{made} strokes in the hour after the restart, the basal needs {least + 2}"
 
     # ------------------------------------------------------------ faults and alarms
 
@@ -838,6 +1179,8 @@ class PumpCampaign(RuleBasedStateMachine):
         alarm = data.draw(st.sampled_from(listed))
         reply = self.req(AlarmAck(alarm=alarm))
         assert not isinstance(reply, Nak) and reply.alarm is alarm, reply
+        if alarm is AlarmId.CLOCK_ERROR:
+            self.clock_error_due = False
 
     @rule(wait=WAIT, start=st.booleans())
     def clinician_visit(self, wait: int, start: bool) -> None:
@@ -850,6 +1193,7 @@ class PumpCampaign(RuleBasedStateMachine):
         for a in self.status().alarms:
             reply = self.req(AlarmAck(alarm=a.alarm))
             assert not isinstance(reply, Nak), reply
+        self.clock_error_due = False
         st_ack = self.status()
         # What still stands is a reservoir at the empty level (by the estimate, or found dry).
         assert {a.alarm for a in st_ack.alarms if a.priority is Priority.HIGH} <= {AlarmId.EMPTY_RESERVOIR}, st_ack
@@ -869,18 +1213,40 @@ class PumpCampaign(RuleBasedStateMachine):
         changes = self._check_log()
         self._check_strokes()
         self._check_reservoir(st_ack, gt)
+        if self.clock_error_due:
+            assert AlarmId.CLOCK_ERROR in {a.alarm for a in st_ack.alarms}, f"CLOCK_ERROR gone unacknowledged: {st_ack}"
         # Step by step over the wire: a step that began and ended stopped, in refill or
         # halted, with no state change in between, delivered nothing (drug held behind an
-        # occlusion and venting after it clears was delivered when it was pushed).
+        # occlusion and venting after it clears was delivered when it was pushed), unless
+        # an accepted PRIME made strokes in it (each checked against it by the trace).
         out_nl = gt.delivered_nl + gt.outlet_pressure_pa // MODEL.occlusion_pa_per_nl
+        real_ms = gt.time_ms + self.back_ms
         if self.prev is not None:
             state, prev_out, prev_ms = self.prev
-            if state is st_ack.state and state is not TherapyState.RUNNING and not changes:
+            if state is st_ack.state and state is not TherapyState.RUNNING and not changes and not self.primed_in_step:
                 assert out_nl == prev_out, f"{out_nl - prev_out} nL delivered while {state.name}"
-            FIGURES.sim_ms += gt.time_ms - prev_ms
+            FIGURES.sim_ms += real_ms - prev_ms
             key = state.name.lower()
-            FIGURES.state_ms[key] = FIGURES.state_ms.get(key, 0) + gt.time_ms - prev_ms
-        self.prev = (st_ack.state, out_nl, gt.time_ms)
+            FIGURES.state_ms[key] = FIGURES.state_ms.get(key, 0) + real_ms - prev_ms
+        self.prev = (st_ack.state, out_nl, real_ms)
+        self.primed_in_step = 0
+        self._snapshot(st_ack)
+
+    def _snapshot(self, st_ack) -> None:
+        """Keep the hardware's physical state for restart_older, when restarting from it
+        is a fair test: outside a refill, and with the catheter holding only the drug the
+        reservoir holds (no bridging). Older fluid at another concentration than the
+        firmware was told of defeats any limit it could keep (as drug in the pocket does,
+        see _physical), so a refill also drops every snapshot taken before it."""
+        if self.refill is not None or st_ack.state is TherapyState.REFILL:
+            return
+        state = self.pump.rig.state()
+        res_nl, res_fg = state["reservoir_nl"], state["reservoir_fg"]
+        if res_nl == 0 or res_fg != res_nl * self.recorded_conc:
+            return
+        if any(fg != nl * self.recorded_conc for nl, fg in state["catheter"]):
+            return
+        self.snapshots.append(Snapshot(state=state, faults=tuple(self.faults.items())))
 
     def _check_log(self) -> int:
         """Read the new log entries: numbered on with no gap; patient boluses outside
@@ -912,6 +1278,13 @@ class PumpCampaign(RuleBasedStateMachine):
             assert kind == "refused" and cid == e.arg0, (e, kind, cid)
         elif e.event is LogEvent.ALARM_RAISED:
             FIGURES.count(FIGURES.alarms, AlarmId(e.arg0).name.lower())
+        elif e.event is LogEvent.BOLUS_STARTED and e.arg1 == BolusKind.PRIMING:
+            assert e.arg0 in self.prime_ids, f"priming {e.arg0} started without an accepted PRIME"
+        elif e.event is LogEvent.BOLUS_FINISHED:
+            if self.priming is not None and e.arg0 == self.priming.command_id:
+                self.priming = None
+        elif e.event is LogEvent.CLOCK_WENT_BACK:
+            self.log_clock_back.append(e.arg0)
         elif e.event is LogEvent.BOLUS_STARTED and e.arg1 == BolusKind.PATIENT:
             assert e.arg0 in self.requests, f"patient bolus {e.arg0} started without a granted request"
             t, rx = self.requests.pop(e.arg0)
@@ -922,13 +1295,15 @@ class PumpCampaign(RuleBasedStateMachine):
             self.log_lockout_ms = t + rx.lockout_ms
 
     def _check_strokes(self) -> None:
-        """Every stroke since the last step: made while running, and the rolling 24 h up to
-        it within the hard limit in force (plus one stroke at the highest concentration)."""
+        """Every stroke since the last step: made while running (or as one of an accepted
+        PRIME's strokes while stopped), and the rolling 24 h up to it within the hard limit
+        in force (plus one stroke at the highest concentration), priming strokes included."""
         recs = self.trace.records
         allowance = STROKE_NL * self.max_conc
         win = self.window
         for r in recs[self.seen :]:
-            assert r.state is TherapyState.RUNNING, f"a stroke at {r.t_ms} ms while {r.state}"
+            assert r.state is TherapyState.RUNNING or r.priming, f"a stroke at {r.t_ms} ms while {r.state}"
+            self.primed_in_step += r.priming
             counted = min(r.fg, r.nominal_fg)
             win.append((r.t_ms, counted, r.fg))
             self.window_fg += counted
@@ -952,8 +1327,13 @@ class PumpCampaign(RuleBasedStateMachine):
     def _check_reservoir(self, st_ack, gt) -> None:
         """The estimate moves with the physical volume stroke for stroke, so it stays
         where the last refill left it relative to the physical volume, up to the
-        mechanism's volume error (which the trace measures)."""
-        if st_ack.state is TherapyState.REFILL:
+        mechanism's volume error (which the trace measures).
+
+        Not after a restart from older state until the next refill: the physical
+        reservoir went back (it holds the fluid the strokes since the snapshot took out)
+        while the firmware, whose NVM did not go back, rightly counts those strokes as
+        gone. Only the next refill, which measures the residual, puts them together again."""
+        if st_ack.state is TherapyState.REFILL or not self.reservoir_exact:
             return
         gap = st_ack.reservoir_nl - gt.reservoir_nl
         assert gap == self.offset_nl + self.drift_nl, (
@@ -1069,3 +1449,31 @@ def test_bug_a_refill_below_the_low_level_raised_no_alarm():
     )
     st_ack = pump.request(Status())
     assert st_ack.state is TherapyState.HALTED and AlarmId.EMPTY_RESERVOIR in {a.alarm for a in st_ack.alarms}
+
+
+def test_local_pump_restarts_its_hardware_from_older_state():
+    """LocalPump.restart_from, which restart_older uses: the hardware (time, boot count,
+    odometer, fluid) from the older state, the same NVM (the prescription and the event
+    log stay), stroke taps carried over, and sim requests still accepted."""
+    pump, _ = local_pump()
+    assert pump.request(Start(command_id=50)).state is TherapyState.RUNNING
+    pump.request(SimAdvance(duration_ms=HOUR), Role.SIM)
+    old = pump.rig.state()
+    pump.request(SimAdvance(duration_ms=5 * HOUR), Role.SIM)
+    seen: list[StrokeEvent] = []
+    pump.rig.hw.add_stroke_tap(seen.append)
+    rx = pump.request(ReadPrescription())
+    log_next = pump.request(LogRead(from_seq=1, max_entries=1)).next_seq
+    odometer = pump.rig.hw.odometer
+    pump.restart_from(old)
+    hw = pump.rig.hw
+    assert (hw.now_ms, hw.odometer, hw.boot_count) == (HOUR, old["odometer_strokes"], old["boot_count"] + 1)
+    assert hw.odometer < odometer and hw.fluid.reservoir_nl == old["reservoir_nl"]
+    assert [e.what for e in hw.events][-1] == "controller_power_on"
+    gt = pump.request(SimGroundTruth(tones_from=0), Role.SIM)
+    assert not isinstance(gt, Nak) and gt.time_ms == HOUR and gt.controller_alive
+    assert pump.request(ReadPrescription()) == rx
+    assert pump.request(LogRead(from_seq=1, max_entries=1)).next_seq > log_next  # (it booted: BOOT logged)
+    assert hw.stroke_taps == (seen.append,)
+    # The rig's replay window is the one in force, not the older state's.
+    assert pump.rig.sim_auth.last_counters[Role.SIM] > old["sim_counter"]

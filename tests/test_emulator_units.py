@@ -23,7 +23,7 @@ from emulator.clock import RealtimeClock, Scheduler
 from emulator.fluid import FluidPath, fg_for
 from emulator.model import ModelError, PumpModel, load_model
 from emulator.noise import NoisyChannel
-from emulator.pump import PumpHardware
+from emulator.pump import PumpHardware, StrokeEvent
 from emulator.rig import InProcessPort, PtyPort
 from emulator.scripted import ScriptedController
 from emulator.state import StateDir, StateError
@@ -664,6 +664,62 @@ def test_rig_occlusion_stall_and_vent():
     h.advance(1)
     gt = h.truth()
     assert (gt.delivered_nl, gt.outlet_pressure_pa, gt.motor) == (7_000, 0, MotorState.IDLE)
+
+
+def test_stroke_tap_sees_every_stroke_with_its_volumes_and_drug():
+    """The supported way to watch the mechanism: each stroke once, with what left the
+    reservoir and the tip (old drug first after a refill at another concentration, held
+    behind an occlusion), a stall flagged; a removed tap is called no more."""
+    new_conc = 1_000_000
+    m = small_model(min_stroke_interval_ms=500, catheter_dead_volume_nl=1_000, watchdog_window_ms=100_000)
+    runs = [run(1_000, 3, 500), run(10_000, 4, 500), run(20_000, 2, 500), run(25_000, 2, 500), run(40_000, 3, 500)]
+    h = RigHost(m, runs)
+    seen: list[StrokeEvent] = []
+    h.hw.add_stroke_tap(seen.append)
+    h.advance(5_000)
+    assert [(e.time_ms, e.moved_nl, e.delivered_nl, e.delivered_fg, e.odometer_strokes) for e in seen] == [
+        (1_000, 500, 500, fg_for(500, CONC), 1),
+        (1_500, 500, 500, fg_for(500, CONC), 2),
+        (2_000, 500, 500, fg_for(500, CONC), 3),
+    ]
+    assert all(e.made and not e.stalled and e.reservoir_fg_per_nl == CONC for e in seen)
+    assert len({e.run_id for e in seen}) == 1
+    gt = h.truth()
+    assert (seen[-1].total_delivered_nl, seen[-1].total_delivered_fg // 10**6) == (gt.delivered_nl, gt.delivered_ng)
+
+    # A new concentration: the 1000 nL of old drug in the catheter leave the tip first.
+    h.sim(SimRefill(withdraw_nl=20_000_000, add_nl=2_000_000, concentration_ng_per_ml=new_conc, into_pocket=False))
+    h.advance(10_000)
+    bridged = seen[3:]
+    assert [e.delivered_fg for e in bridged] == [fg_for(500, CONC)] * 2 + [fg_for(500, new_conc)] * 2
+    assert all(e.reservoir_fg_per_nl == new_conc and e.delivered_nl == 500 for e in bridged)
+    assert bridged[-1].total_delivered_fg == fg_for(2_500, CONC) + fg_for(1_000, new_conc)
+
+    # Blocked: nothing leaves the tip, the stroke's volume and drug are held.
+    h.sim(SimInjectFault(fault=Fault.OCCLUSION, link=WireLink.NONE, value=0, rate_ppm=0, seed=0))
+    h.advance(7_000)
+    held = seen[7:]
+    assert [(e.moved_nl, e.delivered_nl, e.held_nl, e.held_fg, e.pending_nl) for e in held] == [
+        (500, 0, 500, fg_for(500, new_conc), 500),
+        (500, 0, 500, fg_for(500, new_conc), 1_000),
+    ]
+    assert held[-1].total_delivered_nl == 3_500
+
+    # A stalled motor: the attempt is seen, flagged, and moves nothing.
+    h.sim(SimInjectFault(fault=Fault.MOTOR_STALL, link=WireLink.NONE, value=0, rate_ppm=0, seed=0))
+    h.advance(8_000)
+    (stall,) = seen[9:]
+    assert stall.stalled and not stall.made and stall.moved_nl == stall.held_nl == 0
+    assert stall.odometer_strokes == 9 == h.truth().strokes_total
+
+    h.hw.remove_stroke_tap(seen.append)
+    h.sim(SimClearFault(fault=Fault.MOTOR_STALL))
+    h.sim(SimClearFault(fault=Fault.OCCLUSION))
+    h.advance(20_000)
+    assert h.truth().strokes_total == 12
+    assert len(seen) == 10
+    with pytest.raises(ValueError):
+        h.hw.remove_stroke_tap(seen.append)
 
 
 def test_rig_power_cycle_restarts_the_controller():

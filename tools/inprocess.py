@@ -25,7 +25,7 @@ from firmware.board import ControllerFactory
 from firmware.controller import Controller
 from protocol import codec
 from protocol.auth import FrameSigner, new_key
-from protocol.codes import BolusDecision, MessageFamily, Role
+from protocol.codes import BolusDecision, MessageFamily, ResetCause, Role
 from protocol.messages import (
     AlarmRaised,
     BolusRequest,
@@ -57,6 +57,7 @@ class LocalPump:
     ) -> None:
         self.proc: subprocess.Popen | None = None
         self._out: list[bytes] = []
+        self._seed = seed
         if split and state_dir is None:
             raise ValueError("split mode needs a state directory for the firmware's keys and NVM")
         if state_dir is not None:
@@ -93,6 +94,32 @@ class LocalPump:
             self._await_controller()
         else:
             self.rig.boot()
+
+    def restart_from(self, state: dict[str, Any]) -> None:
+        """The pump hardware restarts from an earlier physical state (a `rig.state()`
+        taken before): a real pump can come back from older state, its time, boot count,
+        odometer and fluid all gone back, while the controller's NVM stays as it is now.
+        A fresh controller from the same factory then boots on that NVM (POWER_ON with the
+        older time_ms, boot_count and odometer_strokes). Stroke taps carry over, so an
+        observer sees every stroke across the restart. In-process only."""
+        if self.proc is not None:
+            raise ValueError("restart_from needs the firmware in-process")
+        old = self.rig
+        # The sim counter is the bench's replay window, not the pump's physical state:
+        # keep the one in force, or frames the old rig accepted could be replayed.
+        counter = old.sim_auth.last_counters[Role.SIM]
+        self.rig = Rig(
+            old.hw.model,
+            InProcessPort(old.port.factory),
+            self.keys,
+            state={**state, "sim_counter": counter},
+            seed=self._seed,
+            host_write=self._out.append,
+            idle_timeout_s=old.idle_timeout_s,
+        )
+        for tap in old.hw.stroke_taps:
+            self.rig.hw.add_stroke_tap(tap)
+        self.rig.boot(ResetCause.POWER_CYCLE)
 
     def _await_controller(self, timeout_s: float = 20.0) -> None:
         """Until the firmware process has announced itself and been powered on."""
