@@ -69,8 +69,8 @@ class Supervisor:
             a = self.alarms.active[alarm]
             self.outbox.record(LogEvent.ALARM_RAISED, int(alarm), int(a.priority))
             self.outbox.host_event(AlarmRaised(time_s=self.clock.now_s, alarm=alarm, priority=a.priority))
-            if self.alarms.high_active():
-                self.halt()
+            if a.priority is Priority.HIGH:
+                self.halt()  # (a lower alarm raised while a high one stands halts nothing more)
         elif change == "cleared":
             self._cleared(alarm)
         self.outbox.touch("alarms")

@@ -581,6 +581,23 @@ def test_rule_high_alarm_halts_until_the_condition_is_gone_and_then_acknowledged
     assert expected - 1 <= len(p.strokes) <= expected
 
 
+def test_bug_a_medium_alarm_raised_while_a_high_one_stands_halted_a_pump_a_clinician_had_stopped():
+    # The stateful test's reading: a halted pump a clinician stops comes back stopped with
+    # its high alarm still latched; a low reservoir raised after that halted it again
+    # (any alarm raised while a high one stood halted therapy), though only a high alarm
+    # halts.
+    p = setup()
+    p.advance_to(H)
+    raise_fault(p, "occlusion")
+    assert status(p).state is TherapyState.HALTED
+    ok(p.request(Stop(command_id=p.next_id())), StopAck)
+    assert status(p).state is TherapyState.STOPPED and AlarmId.OCCLUSION in alarms(p)
+    fill(p, added_nl=1_900_000)  # a refill below the low level (2 mL): the low alarm, medium
+    s = status(p)
+    assert AlarmId.LOW_RESERVOIR in alarms(p)
+    assert s.state is TherapyState.STOPPED
+
+
 @pytest.mark.parametrize("kind", FAULTS)
 def test_rule_high_alarm_acknowledged_while_its_condition_holds_stays_halted_until_gone_and_acknowledged_again(kind):
     p = setup()
