@@ -43,6 +43,7 @@ from .persist import Persist
 
 HW_INFO_RETRY_MS = 1_000  # ask again this often while HW_INFO has not come
 KICK_PERCENT = 49  # wake to kick the watchdog by this share of its window
+KICK = WatchdogKick()  # (a message without fields: one will do for every kick)
 
 
 class Controller:
@@ -248,7 +249,7 @@ class Controller:
         Just under half, not less: stroke reports that come more often than that carry
         every kick, and the controller wakes for nothing else."""
         if self._last_kick_ms < 0 or now - self._last_kick_ms >= window_ms // 10:
-            self.parts.outbox.send(WatchdogKick())
+            self.parts.outbox.send(KICK)
             self._last_kick_ms = now
         return self._last_kick_ms + window_ms * KICK_PERCENT // 100
 

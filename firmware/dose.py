@@ -95,8 +95,17 @@ class BasalAccumulator:
             return self.at_ms
         t = self.at_ms
         end = self.at_ms + horizon_ms
+        day_total = basal_integral_fg_ms(steps, 0, MS_PER_DAY)  # the schedule repeats daily
         while t < end:
             tod = t % MS_PER_DAY
+            if tod == 0 and day_total and need > day_total:
+                # Whole days at once (a low-reservoir projection looks months ahead), leaving
+                # the last, partial day to the walk below.
+                days = min((need - 1) // day_total, (end - t) // MS_PER_DAY)
+                if days:
+                    need -= days * day_total
+                    t += days * MS_PER_DAY
+                    continue
             seg_end = min(end, t - tod + next_change_ms(steps, tod))
             r = rate_at(steps, tod) * FG_PER_NG
             seg = r * (seg_end - t)

@@ -26,8 +26,9 @@ class Nvm(Protocol):
 
     def save(self, record: str, value: Any) -> None: ...
 
-    def save_items(self, record: str, items: dict[str, Any], drop: Iterable[str] = ()) -> None:
-        """Update some keys of a map record and remove the keys in `drop`."""
+    def save_items(self, record: str, items: dict[Any, Any], drop: Iterable[Any] = ()) -> None:
+        """Update some keys of a map record and remove the keys in `drop`. Keys are
+        integers, or their decimal strings (a store gives either back)."""
         ...
 
     def commit(self) -> None:
@@ -66,7 +67,7 @@ class MemoryNvm:
         self.records[record] = value
         self.writes += 1
 
-    def save_items(self, record: str, items: dict[str, Any], drop: Iterable[str] = ()) -> None:
+    def save_items(self, record: str, items: dict[Any, Any], drop: Iterable[Any] = ()) -> None:
         m = self.records.setdefault(record, {})
         m.update(items)
         for k in drop:

@@ -154,7 +154,7 @@ class Persist:
             # replaces it (a minute already out of the window is not written back).
             lo = c.now_ms // MINUTE_MS - (BUCKETS - 1)
             fresh = [m for m in h.dirty_minutes if m >= lo]
-            nvm.save_items("history", {str(m): h.bucket(m) for m in fresh}, [str(m - BUCKETS) for m in fresh])
+            nvm.save_items("history", {m: h.bucket(m) for m in fresh}, [m - BUCKETS for m in fresh])
             h.dirty_minutes.clear()
         if "fill" in touched:
             fill = e.reservoir.fill

@@ -217,6 +217,23 @@ def test_rule_basal_accumulator_due_at_is_never_early(steps, at, cost, fraction)
         assert owed + integral(steps, at, due - 1) < cost  # and not a millisecond sooner
 
 
+@settings(max_examples=scaled(100))
+@given(
+    schedules(max_rate=15 * MG),
+    st.integers(0, 5 * MS_PER_DAY),
+    st.integers(1, 20_000_000).map(lambda nl: nl * 5 * MG * MS_PER_DAY),
+    st.integers(1, 400),
+)
+def test_rule_basal_accumulator_due_at_over_months_is_exact_to_the_millisecond(steps, at, cost, days):
+    # (How the low-reservoir projection uses it: whole days are taken at once.)
+    due = BasalAccumulator(0, at).due_at_ms(steps, cost, horizon_ms=days * MS_PER_DAY)
+    if due is None:
+        assert integral(steps, at, at + days * MS_PER_DAY) < cost
+        return
+    assert at < due <= at + days * MS_PER_DAY
+    assert integral(steps, at, due) >= cost > integral(steps, at, due - 1)
+
+
 def test_rule_basal_accumulator_due_at_is_now_when_already_owed_and_none_for_a_zero_rate():
     acc = BasalAccumulator(COST, 5_000)
     assert acc.due_at_ms(REF, COST) == 5_000

@@ -339,17 +339,18 @@ class FileNvm:
         reg = self._regions[record]
         self._write(reg, 0, _dumps(value))
 
-    def save_items(self, record: str, items: dict[str, Any], drop: Iterable[str] = ()) -> None:
+    def save_items(self, record: str, items: dict[Any, Any], drop: Iterable[Any] = ()) -> None:
         reg = self._regions[record]
+        n = reg.positions
         written = set()
         for k, v in items.items():
-            pos = int(k) % reg.positions
-            self._write(reg, pos, _dumps([int(k), v]))
-            written.add(pos)
+            k = int(k)
+            self._write(reg, k % n, _dumps([k, v]))
+            written.add(k % n)
         for k in drop:
-            pos = int(k) % reg.positions
-            if pos not in written:
-                self._write(reg, pos, _dumps([int(k), None]))
+            k = int(k)
+            if k % n not in written:
+                self._write(reg, k % n, _dumps([k, None]))
 
     def commit(self) -> None:
         if not self._pending:

@@ -136,11 +136,16 @@ def basal_plan_fg(steps: Sequence[Step], local_ms: int, into_minute_ms: int, min
         # The whole minutes before the next change run at one rate: all of them at once.
         n = min(minutes - len(out), (change - end) // MINUTE_MS)
         if n > 0:
+            # Minute k ends at exact + k * step: its total is (exact + k * step) // day. In
+            # whole and remainder parts (given = exact // day), each minute is the step's
+            # whole part plus a carry of 0 or 1, all in small integers.
             step = rate * MINUTE_MS
-            totals = [(exact + step * k) // MS_PER_DAY for k in range(1, n + 1)]
-            out.extend(map(sub, totals, [given, *totals[:-1]]))
+            whole, part = divmod(step, MS_PER_DAY)
+            rem = exact - given * MS_PER_DAY
+            carries = [(rem + k * part) // MS_PER_DAY for k in range(n + 1)]
+            out.extend(whole + c for c in map(sub, carries[1:], carries))
             exact += step * n
-            given = totals[-1]
+            given += whole * n + carries[n]
             t = end + n * MINUTE_MS
         end = t + MINUTE_MS
     return out
