@@ -17,7 +17,8 @@ from firmware.parts import Parts
 from firmware.prescription import BasalStep, Prescription
 from firmware.rules.run import Purpose
 from protocol.codes import AlarmId, BolusKind, LogEvent, RunOutcome, TherapyState
-from protocol.messages import HwInfo, MotorRun, MotorStop, RunProgress
+from protocol.messages import MotorRun, MotorStop, RunProgress
+from tests.fake_pump import hw_info
 
 MG = 1_000_000
 FG = 1_000_000
@@ -28,27 +29,10 @@ STROKE_FG = STROKE_NL * CONC  # 2.5 ug
 KEYS = {1: bytes(32), 2: bytes(range(32))}
 
 
-def hw(**changes) -> HwInfo:
-    fields = {
-        "serial": "PARTS",
-        "reservoir_capacity_ul": 20_000,
-        "stroke_nl": STROKE_NL,
-        "min_stroke_interval_ms": 1_800,
-        "max_strokes_per_run": 64,
-        "watchdog_window_ms": 300_000,
-        "catheter_dead_volume_nl": 200_000,
-        "battery_eri_mv": 3_300,
-        "battery_eos_mv": 3_100,
-        "odometer_strokes": 0,
-    }
-    fields.update(changes)
-    return HwInfo(**fields)
-
-
 def parts(state: TherapyState = TherapyState.RUNNING, limit_ng: int = 3 * MG, rate: int = 2 * MG) -> Parts:
     """Parts with a prescription, 12 mL filled, the catheter primed, in `state`."""
     p = Parts.new(KEYS, FirmwareConfig(), load_library())
-    p.hardware.learn(hw())
+    p.hardware.learn(hw_info())
     e = p.engine
     e.rx = Prescription("morphine", CONC, (BasalStep(0, rate),), None, limit_ng, 2_000)
     e.reservoir.volume_nl = 12_000_000
