@@ -26,6 +26,7 @@ PRIORITY: dict[AlarmId, Priority] = {
     AlarmId.REFILL_DISCREPANCY: Priority.MEDIUM,
     AlarmId.PUMP_LINK_LOST: Priority.HIGH,
     AlarmId.CLOCK_ERROR: Priority.MEDIUM,
+    AlarmId.IMPOSSIBLE_WITHDRAWAL: Priority.MEDIUM,
 }
 PATTERN = {
     Priority.HIGH: BeepPattern.TWO_TONE,

@@ -438,6 +438,8 @@ def refill_complete(p: Parts, msg: RefillComplete) -> RefillCompleteAck | Refusa
         discrepancy, e.reservoir.capacity_nl, cfg.refill_discrepancy_small_ul, cfg.refill_discrepancy_large_ul
     ):
         s.latch(AlarmId.REFILL_DISCREPANCY)
+    if reservoir_rule.impossible_withdrawal(msg.withdrawn_nl, e.reservoir.capacity_nl):
+        s.latch(AlarmId.IMPOSSIBLE_WITHDRAWAL)
     p.commands.accept(msg.command_id)
     p.outbox.touch("prescription", "delivery", "limits", "fill")
     if not (s.resume_running and s.therapy.fire("finish_refill_running")):

@@ -64,6 +64,7 @@ class AlarmId(IntEnum):
     REFILL_DISCREPANCY = 9  # volume withdrawn at refill differs too much from the expected volume
     PUMP_LINK_LOST = 10  # the controller lost contact with the pump hardware
     CLOCK_ERROR = 11  # pump time, boot count or odometer went back: the hardware restarted from older state
+    IMPOSSIBLE_WITHDRAWAL = 12  # more withdrawn at a refill than the reservoir holds: CSF or pocket fluid, not drug
 
 
 class Priority(IntEnum):

@@ -966,7 +966,7 @@ class PumpCampaign(RuleBasedStateMachine):
             )
         )
         assert before.state is TherapyState.REFILL, before
-        if max(0, expected - withdrawn) + added > CAP_NL:
+        if added > CAP_NL:  # (the withdrawal empties the reservoir: only the fill can overfill it)
             self.expect_nak(reply, NakReason.OUT_OF_RANGE, "added_nl")
             self.unchanged(before, "REFILL_COMPLETE")
             return
@@ -988,6 +988,8 @@ class PumpCampaign(RuleBasedStateMachine):
             assert AlarmId.LOW_RESERVOIR in alarms, after
         if abs(withdrawn - expected) > DISCREPANCY_NL:
             assert AlarmId.REFILL_DISCREPANCY in alarms, after
+        if withdrawn > CAP_NL:  # more than the reservoir holds: not from it
+            assert AlarmId.IMPOSSIBLE_WITHDRAWAL in alarms, after
         self._check_strokes()  # (the drift so far belongs to the old fill)
         self.offset_nl = added - self.truth().reservoir_nl
         self.drift_nl = 0

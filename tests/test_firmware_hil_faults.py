@@ -5,7 +5,8 @@ must halt with a high alarm and a two-tone, stay halted while the condition hold
 when acknowledged, and resume only once the condition is gone and a clinician has
 acknowledged it. Refills are done in two halves as in a clinic: the needle (SimRefill,
 physical) and the record (REFILL_BEGIN / REFILL_COMPLETE); a discrepancy between what
-was withdrawn and what the firmware expected is an alarm, an overfill is refused.
+was withdrawn and what the firmware expected is an alarm, an overfill (a fill beyond the
+capacity) is refused, more withdrawn than the reservoir holds is its own alarm.
 """
 
 from __future__ import annotations
@@ -254,10 +255,9 @@ def test_overfill_is_refused_and_changes_nothing(procs):
     pump = running(procs, 2 * MG)
     expected = begin_refill(pump)
     before = (pump.status(), pump.prescription(), pump.log(), pump.truth())
-    withdrawn = expected - 2_000_000  # 2 mL left in: 2 + 19 mL does not fit 20 mL
-    for withdrawn_nl, added_nl in ((expected, 20_000_001), (withdrawn, 19_000_000), (0, 12_000_000)):
+    for withdrawn_nl in (expected, 0):  # the fill alone is more than the reservoir holds
         with pytest.raises(Refused) as refused:
-            complete(pump, withdrawn_nl, added_nl)
+            complete(pump, withdrawn_nl, 20_000_001)
         assert (refused.value.reason, refused.value.field) == (NakReason.OUT_OF_RANGE, "added_nl")
         # Nothing changed but the log's record of the refusal itself.
         log = pump.log()
@@ -275,6 +275,36 @@ def test_overfill_is_refused_and_changes_nothing(procs):
     ack = complete(pump, *(needle(pump, 20_000_000), 20_000_000))
     assert ack.reservoir_nl == 20_000_000 and ack.discrepancy_nl == 0
     assert pump.status().state is TherapyState.RUNNING
+
+
+@pytest.mark.req("SR-018")
+def test_bug_a_refill_was_refused_when_the_estimate_was_a_few_nl_above_what_was_withdrawn(procs):
+    """Bug: the firmware added what it estimated was left in to the fill, so a refill to
+    capacity was refused as an overfill when the estimate was 3 nL above what the needle
+    drew (the mechanism's own error): the clinician could not record what they did. The
+    withdrawal empties the reservoir; only a fill beyond the capacity overfills it."""
+    pump = running(procs, 2 * MG)
+    expected = begin_refill(pump)
+    pump.sim(SimRefill(withdraw_nl=expected - 3, add_nl=0, concentration_ng_per_ml=CONC, into_pocket=False))
+    ack = complete(pump, expected - 3, 20_000_000)
+    assert ack.reservoir_nl == 20_000_000 and ack.discrepancy_nl == -3
+    assert pump.status().state is TherapyState.RUNNING
+
+
+@pytest.mark.req("SR-045")
+def test_more_withdrawn_than_the_reservoir_holds_is_alarmed_and_the_refill_recorded(procs):
+    """23 mL drawn from a 20 mL pump did not come from the reservoir: CSF through the
+    catheter access port, or pocket fluid (ASRA 2018). Its own alarm (medium), beside the
+    discrepancy; the refill is recorded all the same."""
+    pump = running(procs, 2 * MG)
+    begin_refill(pump)
+    needle(pump, 10_000_000)
+    ack = complete(pump, 23_000_000, 10_000_000)
+    assert ack.reservoir_nl == 10_000_000
+    held = alarms(pump.status())
+    assert held[AlarmId.IMPOSSIBLE_WITHDRAWAL] == (Priority.MEDIUM, False)
+    assert AlarmId.REFILL_DISCREPANCY in held
+    assert pump.status().state is TherapyState.RUNNING  # medium: delivery goes on
 
 
 # ============================================================ regressions

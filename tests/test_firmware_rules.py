@@ -415,14 +415,16 @@ def test_rule_reservoir_refill_discrepancy_limits_are_configurable():
     assert not reservoir_rule.discrepancy_consequential(700_000, 40_000_000, 500, 700)
 
 
-def test_rule_reservoir_overfill_beyond_capacity_is_detected():
+def test_rule_reservoir_overfill_is_a_fill_beyond_the_capacity_the_withdrawal_empties_it():
     cap = 20_000_000
-    assert not reservoir_rule.overfills(3_000_000, 3_000_000, 20_000_000, cap)
-    assert reservoir_rule.overfills(3_000_000, 3_000_000, 20_000_001, cap)
-    # Less withdrawn than the estimate: the rest may still be inside, so it counts.
-    assert not reservoir_rule.overfills(3_000_000, 2_000_000, 19_000_000, cap)
-    assert reservoir_rule.overfills(3_000_000, 2_000_000, 19_000_001, cap)
-    assert not reservoir_rule.overfills(0, 0, 40_000_000, 40_000_000)
+    assert not reservoir_rule.overfills(20_000_000, cap)
+    assert reservoir_rule.overfills(20_000_001, cap)
+    assert not reservoir_rule.overfills(40_000_000, 40_000_000)
+
+
+def test_rule_reservoir_more_withdrawn_than_it_holds_is_impossible():
+    assert not reservoir_rule.impossible_withdrawal(20_000_000, 20_000_000)
+    assert reservoir_rule.impossible_withdrawal(20_000_001, 20_000_000)
 
 
 # ================================================================ the run rules (the guard asks them)

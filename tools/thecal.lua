@@ -81,6 +81,7 @@ local vs_AlarmId = {
     [9] = "REFILL_DISCREPANCY",
     [10] = "PUMP_LINK_LOST",
     [11] = "CLOCK_ERROR",
+    [12] = "IMPOSSIBLE_WITHDRAWAL",
 }
 
 local vs_Priority = {

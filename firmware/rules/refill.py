@@ -1,12 +1,14 @@
-"""Completing a refill (SR-017, SR-018, SR-041).
+"""Completing a refill (SR-017, SR-018, SR-041, SR-045).
 
 REFILL_COMPLETE comes only after REFILL_BEGIN (delivery is paused in between) and records
-what the reservoir now holds: the volume withdrawn is compared with the estimate (a
-consequential discrepancy is alarmed), the fill must not overfill the reservoir, and the
-drug must be the one programmed (or, with no prescription yet, one in the drug library,
-at a concentration it allows). The concentration entered becomes the reservoir's
-recorded concentration, and the prescription's: the prescription keeps its dose per day,
-so the volume rate follows the new concentration, and it must still be valid at it.
+what the reservoir now holds. The withdrawal empties the reservoir: the estimate becomes
+the volume added, and only a fill beyond the capacity is refused. What was withdrawn is
+compared with the estimate (a consequential discrepancy, or more than the reservoir can
+hold, is alarmed; neither blocks the record), and the drug must be the one programmed
+(or, with no prescription yet, one in the drug library, at a concentration it allows).
+The concentration entered becomes the reservoir's recorded concentration, and the
+prescription's: the prescription keeps its dose per day, so the volume rate follows the
+new concentration, and it must still be valid at it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class RefillVerdict:
 def decide(f: RefillFacts) -> RefillVerdict:
     if f.state is not TherapyState.REFILL:
         return RefillVerdict(wrong_state("REFILL_BEGIN first"), None)
-    if reservoir.overfills(f.volume_nl, f.withdrawn_nl, f.added_nl, f.capacity_nl):
+    if reservoir.overfills(f.added_nl, f.capacity_nl):
         return RefillVerdict(
             out_of_range("added_nl", f"{f.added_nl} nL would overfill the {f.capacity_nl} nL reservoir"), None
         )

@@ -1,5 +1,5 @@
-"""Reservoir levels: low, empty, what a dose needs above empty, overfill and the refill
-discrepancy (SR-016, SR-017, SR-018).
+"""Reservoir levels: low, empty, what a dose needs above empty, overfill and what a
+refill's withdrawal says (SR-016, SR-017, SR-018, SR-045).
 
 The controller never sees the physical volume: these rules judge its estimate (the last
 fill minus the strokes the mechanism reported made). Nothing is delivered below the empty
@@ -40,9 +40,17 @@ def holds(volume_nl: int, take_nl: int, empty_level_nl: int) -> bool:
     return volume_nl - take_nl >= empty_level_nl
 
 
-def overfills(volume_nl: int, withdrawn_nl: int, added_nl: int, capacity_nl: int) -> bool:
-    """SR-018: withdrawal first, then the fill: would the reservoir hold more than it can?"""
-    return added_nl > capacity_nl or max(0, volume_nl - withdrawn_nl) + added_nl > capacity_nl
+def overfills(added_nl: int, capacity_nl: int) -> bool:
+    """SR-018: the withdrawal at a refill empties the reservoir, so only a fill beyond its
+    capacity overfills it (an estimate a few nL above what was withdrawn is no reason to
+    refuse the record of a refill)."""
+    return added_nl > capacity_nl
+
+
+def impossible_withdrawal(withdrawn_nl: int, capacity_nl: int) -> bool:
+    """SR-045: more withdrawn than the reservoir can hold did not come from it: the
+    needle drew CSF through the catheter access port, or pocket fluid."""
+    return withdrawn_nl > capacity_nl
 
 
 def discrepancy_consequential(discrepancy_nl: int, capacity_nl: int, small_ul: int, large_ul: int) -> bool:
