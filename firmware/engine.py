@@ -53,6 +53,12 @@ class Engine:
     def empty_level_nl(self) -> int:
         return self.config.empty_reservoir_ul * 1000
 
+    @property
+    def reservoir_known(self) -> bool:
+        """A fill has been recorded: before the first, what the reservoir holds is not known
+        (a new pump), and nothing is judged or delivered on a guess."""
+        return self.reservoir.fill is not None
+
     def reservoir_empty(self) -> bool:
         lim = self.hardware.limits
         return reservoir_rule.is_empty(self.reservoir.volume_nl, self.empty_level_nl, lim.stroke_nl if lim else None)
@@ -221,7 +227,7 @@ class Engine:
         program changes and refills, as Prometra's PTC does."""
         rx = self.rx
         self.low_at_ms = None
-        if rx is None or not running:
+        if rx is None or not running or not self.reservoir_known:
             return
         volume = self.reservoir.volume_nl
         if self.bolus is not None:

@@ -53,7 +53,7 @@ from protocol.messages import (
     Stop,
     StopAck,
 )
-from protocol.schema import NONE_U64, MessageFamily, family_of
+from protocol.schema import NONE_I32, NONE_U32, NONE_U64, MessageFamily, family_of
 
 from .delivery import ActiveBolus, Fill
 from .dose import FG_PER_NG, MS_PER_DAY, rate_at, volume_nl
@@ -148,7 +148,7 @@ def status(p: Parts, msg: Status) -> StatusAck:
         drug=rx.drug if rx else "",
         concentration_ng_per_ml=rx.concentration_ng_per_ml if rx else 0,
         basal_rate_ng_per_day=rate_at(rx.basal, clock.local_ms % MS_PER_DAY) if rx and running else 0,
-        reservoir_nl=e.reservoir.volume_nl,
+        reservoir_nl=e.reservoir.volume_nl if e.reservoir_known else NONE_U32,
         low_reservoir_at_s=e.low_at_ms // 1000 if e.low_at_ms is not None else NONE_U64,
         lockout_remaining_s=max(0, -(-(e.lockout_until_ms - now) // 1000)),
         boluses_24h=min(255, e.history.boluses_in_window(now)),
@@ -228,6 +228,7 @@ def start_request(p: Parts, msg: Start) -> StartAck | Refusal:
             has_prescription=p.engine.rx is not None,
             holds_another_drug=_holds_another_drug(p),
             high_alarm=s.high_alarm(),
+            reservoir_known=p.engine.reservoir_known,
             reservoir_empty=p.engine.reservoir_empty(),
         )
     )
@@ -344,6 +345,7 @@ def prime_request(p: Parts, msg: Prime) -> PrimeAck | Refusal:
             window_fg=e.history.window_fg(p.clock.now_ms),
             max_dose_24h_fg=e.max_dose_24h_fg,
             drug_unit=drug.unit if drug else "mg",
+            reservoir_known=e.reservoir_known,
             reservoir_nl=e.reservoir.volume_nl,
             empty_level_nl=e.empty_level_nl,
         )
@@ -400,7 +402,9 @@ def refill_begin(p: Parts, msg: RefillBegin) -> RefillBeginAck | Refusal:
     p.outbox.record(LogEvent.REFILL_BEGIN, msg.command_id)
     p.commands.accept(msg.command_id)
     p.outbox.touch("state")
-    return RefillBeginAck(command_id=msg.command_id, expected_reservoir_nl=p.engine.reservoir.volume_nl)
+    e = p.engine
+    expected = e.reservoir.volume_nl if e.reservoir_known else NONE_U32
+    return RefillBeginAck(command_id=msg.command_id, expected_reservoir_nl=expected)
 
 
 def refill_complete(p: Parts, msg: RefillComplete) -> RefillCompleteAck | Refusal:
@@ -426,6 +430,7 @@ def refill_complete(p: Parts, msg: RefillComplete) -> RefillCompleteAck | Refusa
     if verdict.refusal is not None:
         return verdict.refusal
     old = e.rx
+    initial = not e.reservoir_known  # the first fill of a new pump: nothing to compare with
     discrepancy = e.reservoir.refill(msg.withdrawn_nl, msg.added_nl, Fill(msg.drug, msg.concentration_ng_per_ml))
     if verdict.prescription is not None:
         e.rx = verdict.prescription  # the catheter keeps the old drug: bridging
@@ -434,7 +439,7 @@ def refill_complete(p: Parts, msg: RefillComplete) -> RefillCompleteAck | Refusa
     p.outbox.record(LogEvent.REFILL_COMPLETE, msg.withdrawn_nl, msg.added_nl)
     for alarm in (AlarmId.LOW_RESERVOIR, AlarmId.EMPTY_RESERVOIR):
         s.clear(alarm)
-    if reservoir_rule.discrepancy_consequential(
+    if not initial and reservoir_rule.discrepancy_consequential(
         discrepancy, e.reservoir.capacity_nl, cfg.refill_discrepancy_small_ul, cfg.refill_discrepancy_large_ul
     ):
         s.latch(AlarmId.REFILL_DISCREPANCY)
@@ -451,7 +456,7 @@ def refill_complete(p: Parts, msg: RefillComplete) -> RefillCompleteAck | Refusa
     e.project_low(s.running)
     return RefillCompleteAck(
         command_id=msg.command_id,
-        discrepancy_nl=max(-(2**31), min(2**31 - 1, discrepancy)),
+        discrepancy_nl=NONE_I32 if initial else max(NONE_I32 + 1, min(2**31 - 1, discrepancy)),
         reservoir_nl=e.reservoir.volume_nl,
     )
 

@@ -121,8 +121,10 @@ class Supervisor:
         self.engine.end_bolus(BolusOutcome.INTERRUPTED)
 
     def check_reservoir(self) -> None:
-        """SR-016: the low alarm at the prescribed residual; at the empty level delivery
-        stops with a high alarm, never silently."""
+        """SR-016, SR-046: the low alarm at the prescribed residual; at the empty level
+        delivery stops with a high alarm, never silently. Not before a fill is recorded."""
+        if not self.engine.reservoir_known:
+            return  # (a pump never filled: no low or empty alarm on a guess, and no halt)
         rx = self.engine.rx
         if rx is not None:
             self.set_condition(

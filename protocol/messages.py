@@ -309,7 +309,11 @@ StatusAck = make_message(
         F("drug", Text(DRUG_NAME_MAX), "drug programmed ('' if none)"),
         F("concentration_ng_per_ml", U32, "concentration programmed, ng/mL"),
         F("basal_rate_ng_per_day", U32, "basal rate now in force, ng/day"),
-        F("reservoir_nl", U32, "controller's estimate of the reservoir volume, nL"),
+        F(
+            "reservoir_nl",
+            U32,
+            "controller's estimate of the reservoir volume, nL; 0xFFFFFFFF = not known (no fill recorded yet)",
+        ),
         F("low_reservoir_at_s", U64, "pump time the low-reservoir alarm is expected; 0xFFFFFFFFFFFFFFFF = none"),
         F("lockout_remaining_s", U32, "seconds until a patient bolus may be granted by lockout"),
         F("boluses_24h", U8, "patient boluses in the last rolling 24 h"),
@@ -407,7 +411,14 @@ RefillBeginAck = make_message(
     0x68,
     "REFILL_BEGIN_ACK",
     "Refill state entered.",
-    (_cmd(), F("expected_reservoir_nl", U32, "volume the controller expects to be withdrawn, nL")),
+    (
+        _cmd(),
+        F(
+            "expected_reservoir_nl",
+            U32,
+            "volume the controller expects to be withdrawn, nL; 0xFFFFFFFF = not known (the pump was never filled)",
+        ),
+    ),
     answers=RefillBegin,
 )
 RefillComplete = make_message(
@@ -430,7 +441,7 @@ RefillCompleteAck = make_message(
     "Refill recorded.",
     (
         _cmd(),
-        F("discrepancy_nl", I32, "withdrawn minus expected, nL"),
+        F("discrepancy_nl", I32, "withdrawn minus expected, nL; -2147483648 = none (the initial fill)"),
         F("reservoir_nl", U32, "new reservoir estimate, nL"),
     ),
     answers=RefillComplete,

@@ -32,6 +32,8 @@ U8, U16, U32, U64 = cs.Int8ul, cs.Int16ul, cs.Int32ul, cs.Int64ul
 I8, I16, I32, I64 = cs.Int8sl, cs.Int16sl, cs.Int32sl, cs.Int64sl
 
 NONE_U64 = (1 << 64) - 1  # "no value" in a u64 time field (e.g. low_reservoir_at_s)
+NONE_U32 = (1 << 32) - 1  # "not known" in a u32 volume (a reservoir never filled)
+NONE_I32 = -(1 << 31)  # "none" in an i32 difference (nothing to compare with)
 
 _new = object.__new__
 _setattr = object.__setattr__

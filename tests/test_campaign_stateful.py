@@ -98,6 +98,7 @@ from protocol.messages import (
     Status,
     Stop,
 )
+from protocol.schema import NONE_I32, NONE_U32
 from tests.strategies import scaled
 from tools.inprocess import LocalPump
 
@@ -908,7 +909,8 @@ class PumpCampaign(RuleBasedStateMachine):
         if entry == "wrong drug":
             self._complete(r.withdrawn_nl, r.added_nl, r.concentration, drug="hydromorphone")
             return
-        withdrawn = {"true": r.withdrawn_nl, "expected": r.expected_nl}.get(
+        expected = 0 if r.expected_nl == NONE_U32 else r.expected_nl
+        withdrawn = {"true": r.withdrawn_nl, "expected": expected}.get(
             entry, max(0, r.withdrawn_nl + error_ul * 1000)
         )
         self._complete(withdrawn, r.added_nl, r.concentration)
@@ -975,7 +977,9 @@ class PumpCampaign(RuleBasedStateMachine):
             self.unchanged(before, "REFILL_COMPLETE")
             return
         assert not isinstance(reply, Nak), reply
-        assert reply.discrepancy_nl == withdrawn - expected and reply.reservoir_nl == added, reply
+        initial = expected == NONE_U32  # the pump's first fill: nothing to compare with
+        discrepancy = NONE_I32 if initial else withdrawn - expected
+        assert reply.discrepancy_nl == discrepancy and reply.reservoir_nl == added, reply
         after = self.status()
         alarms = {a.alarm for a in after.alarms}
         if added < EMPTY_NL + STROKE_NL:  # not one stroke above the empty level: said at once
@@ -986,7 +990,7 @@ class PumpCampaign(RuleBasedStateMachine):
             assert after.state in (TherapyState.RUNNING, TherapyState.STOPPED), after
         if self.rx is not None and added <= self.rx.low_ul * 1000:
             assert AlarmId.LOW_RESERVOIR in alarms, after
-        if abs(withdrawn - expected) > DISCREPANCY_NL:
+        if not initial and abs(withdrawn - expected) > DISCREPANCY_NL:
             assert AlarmId.REFILL_DISCREPANCY in alarms, after
         if withdrawn > CAP_NL:  # more than the reservoir holds: not from it
             assert AlarmId.IMPOSSIBLE_WITHDRAWAL in alarms, after

@@ -116,7 +116,8 @@ def therapy(
 
 def record_fill(cli: Cli, filled: str = "12 mL", withdrawn: str = "0 mL") -> dict[str, Any]:
     """Record a refill the clinician did by hand (or the pump's factory fill)."""
-    assert cli.json("refill", "begin")["expected_ul"] >= 0
+    expected = cli.json("refill", "begin")["expected_ul"]
+    assert expected is None or expected >= 0  # (None: a pump never filled, its initial fill)
     return cli.json("refill", "complete", "--withdrawn", withdrawn, "--filled", filled)
 
 
@@ -272,7 +273,7 @@ def test_info_status_program_start_stop_log(procs):
     prog = cli.json("program", str(REPO / "examples" / "morphine.toml"))
     assert prog["accepted"] is True
     filled = record_fill(cli)
-    assert filled["reservoir_ul"] == 12_000 and filled["discrepancy_ul"] == 0
+    assert filled["reservoir_ul"] == 12_000 and filled["discrepancy_ul"] is None  # the initial fill
     started = cli.json("start")
     assert started["state"] == "running"
 
@@ -437,18 +438,23 @@ def test_bolus_denied_for_an_active_alarm(procs, tmp_path):
 def test_refill_ack_and_clinician_bolus(procs, tmp_path):
     _, cli = pump(procs)
     cli.json("program", str(REPO / "examples" / "morphine.toml"))
-    # The whole procedure on a fresh pump: the factory's 12 mL comes out, 18 mL goes in;
-    # the controller expected nothing, so the discrepancy is the 12 mL.
+    assert cli.json("status")["reservoir_ul"] is None  # never filled: not known
+    # The whole procedure on a fresh pump: the factory's 12 mL comes out, 18 mL goes in.
+    # It is the pump's initial fill: nothing was expected, so there is nothing to compare.
     done = cli.json("refill", "--fill", "18 mL")
     assert done == {
-        "expected_ul": 0,
+        "expected_ul": None,
         "withdrawn_ul": 12_000,
         "reservoir_ul": 18_000,
-        "discrepancy_ul": 12_000,
+        "discrepancy_ul": None,
         "command_id": done["command_id"],
     }
     truth = cli.json("sim", "truth")
     assert truth["reservoir_nl"] == 18_000_000
+    assert cli.json("status")["alarms"] == []
+    # A later refill entered 2 mL over what the firmware expected: the discrepancy alarm.
+    assert cli.json("refill", "begin")["expected_ul"] == 18_000
+    assert cli.json("refill", "complete", "--withdrawn", "20 mL", "--filled", "18 mL")["discrepancy_ul"] == 2_000
     alarms = cli.json("status")["alarms"]
     assert alarms == [{"id": "refill_discrepancy", "priority": "medium", "acknowledged": False}]
     assert cli.json("ack", "refill_discrepancy") == {
@@ -501,7 +507,7 @@ def test_sim_truth_and_faults(procs, tmp_path):
     t = cli.json("sim", "truth")
     assert {"time_s", "delivered_nl", "reservoir_nl", "motor_running", "tones"} <= t.keys()
     assert t["time_s"] == 0 and t["delivered_nl"] == 0 and t["reservoir_nl"] == 12_000_000
-    assert t["tones"] and all(set(x) == {"time_s", "pattern"} for x in t["tones"])
+    assert t["tones"] == []  # programming, filling and starting a new pump sound nothing
 
     # Exact strokes: 1 mg/day of 5 mg/mL is 0.2 mL/day, one 500 nL stroke per 216 s.
     cli.json("sim", "advance", "1h")
@@ -523,7 +529,9 @@ def test_sim_truth_and_faults(procs, tmp_path):
     st = cli.json("status")
     assert st["battery_mv"] == 2_700 and st["state"] == "halted"
     assert {"id": "battery_eos", "priority": "high", "acknowledged": False} in st["alarms"]
-    later = [x["pattern"] for x in cli.json("sim", "truth")["tones"] if x["time_s"] >= t2["time_s"]]
+    tones = cli.json("sim", "truth")["tones"]
+    assert tones and all(set(x) == {"time_s", "pattern"} for x in tones)
+    later = [x["pattern"] for x in tones if x["time_s"] >= t2["time_s"]]
     assert "two_tone" in later
     cli.json("sim", "fault", "battery_mv", "off")
     cli.json("ack")

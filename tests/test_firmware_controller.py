@@ -88,7 +88,7 @@ from protocol.messages import (
     StopAck,
     Time,
 )
-from protocol.schema import family_of
+from protocol.schema import NONE_U32, family_of
 from tests.fake_pump import KEYS, FakePump, hw_info
 from tests.strategies import messages, scaled
 
@@ -185,7 +185,8 @@ def fill(p: FakePump, added_nl: int = FILL_NL, conc: int = CONC, withdrawn_nl: i
         p.request(
             RefillComplete(
                 command_id=p.next_id(),
-                withdrawn_nl=expected if withdrawn_nl is None else withdrawn_nl,
+                # (what the firmware expects, or nothing on a pump never filled)
+                withdrawn_nl=(0 if expected == NONE_U32 else expected) if withdrawn_nl is None else withdrawn_nl,
                 added_nl=added_nl,
                 drug="morphine",
                 concentration_ng_per_ml=conc,

@@ -805,13 +805,19 @@ def test_rule_program_holds_says_what_the_reservoir_holds_in_the_drugs_unit():
 # ================================================================ START
 
 START_OK = start.StartFacts(
-    state=STOPPED, has_prescription=True, holds_another_drug=None, high_alarm=False, reservoir_empty=False
+    state=STOPPED,
+    has_prescription=True,
+    holds_another_drug=None,
+    high_alarm=False,
+    reservoir_known=True,
+    reservoir_empty=False,
 )
 START_REFUSALS = [
     (["start needs state stopped, not running"], {"state": RUNNING}),
     (["no prescription"], {"has_prescription": False}),
     ([HELD_MORPHINE, "refill with the drug programmed"], {"holds_another_drug": HELD_MORPHINE}),
     (["high-priority alarm"], {"high_alarm": True}),
+    (["not known", "record the fill"], {"reservoir_known": False}),
     (["empty level", "refill"], {"reservoir_empty": True}),
 ]
 
@@ -849,6 +855,7 @@ PRIME_OK = prime.PrimeFacts(
     window_fg=1_500_000 * FG,
     max_dose_24h_fg=3 * MG * FG,
     drug_unit="mg",
+    reservoir_known=True,
     reservoir_nl=5_000_000,
     empty_level_nl=1_000_000,
 )
@@ -857,6 +864,7 @@ PRIME_REFUSALS = [
     (WRONG_STATE, ["program the drug"], {"has_prescription": False}),
     (WRONG_STATE, [HELD_MORPHINE, "refill"], {"holds_another_drug": HELD_MORPHINE}),
     (WRONG_STATE, ["bolus is in progress"], {"bolus_active": True}),
+    (WRONG_STATE, ["not known", "record the fill"], {"reservoir_known": False}),
     (OUT_OF_RANGE, ["500..400000 nL"], {"volume_nl": 499}),
     (OUT_OF_RANGE, ["hard limit"], {"window_fg": 2 * MG * FG + 1}),
     (OUT_OF_RANGE, ["empty level"], {"reservoir_nl": 1_200_000 - 1}),

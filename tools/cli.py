@@ -385,8 +385,19 @@ def _num(value: Fraction | int) -> int | float:
     return int(v) if v.denominator == 1 else round(float(v), 6)
 
 
-def _ul(nl: int) -> int | float:
+def _ul(nl: int) -> int | float | None:
+    """nL as uL for JSON; None for the pump's "not known" (0xFFFFFFFF) and "none" (-2**31)."""
+    from protocol.schema import NONE_I32, NONE_U32
+
+    if nl in (NONE_U32, NONE_I32):
+        return None
     return _num(Fraction(nl, 1000))
+
+
+def _volume_text(nl: int) -> str:
+    from protocol.schema import NONE_U32
+
+    return "not known (no fill recorded)" if nl == NONE_U32 else units.format_volume(nl)
 
 
 def _lower(enum_value: Any) -> str | int:
@@ -597,7 +608,7 @@ def _status(c, args, _) -> Output:
         ("clock", d["clock"]),
         ("drug", f"{st.drug} {units.format_concentration(st.concentration_ng_per_ml)}" if st.drug else "none"),
         ("basal rate", units.format_rate(st.basal_rate_ng_per_day)),
-        ("reservoir", units.format_volume(st.reservoir_nl)),
+        ("reservoir", _volume_text(st.reservoir_nl)),
         ("low reservoir at", low),
         ("bolus", "in progress" if st.bolus_active else "none"),
         ("lockout left", units.format_duration(st.lockout_remaining_s)),
@@ -859,7 +870,10 @@ def _complete(c, withdrawn_nl: int, filled_nl: int, drug: str, conc: int) -> tup
 
 def _refill_begin(c, args, _) -> Output:
     data, notes = _begin(c)
-    text = f"refill begun: expect to withdraw {units.format_volume(round(data['expected_ul'] * 1000))}"
+    if data["expected_ul"] is None:
+        text = "refill begun: the pump was never filled (this is its initial fill)"
+    else:
+        text = f"refill begun: expect to withdraw {units.format_volume(round(data['expected_ul'] * 1000))}"
     return Output(data, text, errors=notes)
 
 

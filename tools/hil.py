@@ -288,7 +288,8 @@ class Pump:
     # ------------------------------------------------------------ set-up
 
     def record_fill(self, drug: str | None = None, concentration_ng_per_ml: int | None = None) -> int:
-        """Tell the firmware what the pump physically holds (its estimate starts at 0): a
+        """Tell the firmware what the pump physically holds (until a fill is recorded it
+        does not know, and therapy cannot start): a
         REFILL_BEGIN and a REFILL_COMPLETE that withdrew nothing and added the volume the
         ground truth shows. Drug and concentration default to the pump model's fill
         ('morphine' when the model says nothing of the drug). Returns the volume (nL)."""

@@ -770,7 +770,7 @@ messages[0x61] = {
         { name = "basal_rate_ng_per_day", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.status_ack.basal_rate_ng_per_day", "basal_rate_ng_per_day", base.DEC, nil, nil, "basal rate now in force, ng/day") },
         { name = "reservoir_nl", kind = "u", size = 4,
-          field = ProtoField.uint32("thecal.status_ack.reservoir_nl", "reservoir_nl", base.DEC, nil, nil, "controller's estimate of the reservoir volume, nL") },
+          field = ProtoField.uint32("thecal.status_ack.reservoir_nl", "reservoir_nl", base.DEC, nil, nil, "controller's estimate of the reservoir volume, nL; 0xFFFFFFFF = not known (no fill recorded yet)") },
         { name = "low_reservoir_at_s", kind = "u", size = 8,
           field = ProtoField.uint64("thecal.status_ack.low_reservoir_at_s", "low_reservoir_at_s", base.DEC, nil, nil, "pump time the low-reservoir alarm is expected; 0xFFFFFFFFFFFFFFFF = none") },
         { name = "lockout_remaining_s", kind = "u", size = 4,
@@ -867,7 +867,7 @@ messages[0x68] = {
         { name = "command_id", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.refill_begin_ack.command_id", "command_id", base.DEC, nil, nil, "host-chosen id of this command; STATUS reports the last one accepted") },
         { name = "expected_reservoir_nl", kind = "u", size = 4,
-          field = ProtoField.uint32("thecal.refill_begin_ack.expected_reservoir_nl", "expected_reservoir_nl", base.DEC, nil, nil, "volume the controller expects to be withdrawn, nL") },
+          field = ProtoField.uint32("thecal.refill_begin_ack.expected_reservoir_nl", "expected_reservoir_nl", base.DEC, nil, nil, "volume the controller expects to be withdrawn, nL; 0xFFFFFFFF = not known (the pump was never filled)") },
     },
 }
 table.insert(message_codes, 0x68)
@@ -878,7 +878,7 @@ messages[0x69] = {
         { name = "command_id", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.refill_complete_ack.command_id", "command_id", base.DEC, nil, nil, "host-chosen id of this command; STATUS reports the last one accepted") },
         { name = "discrepancy_nl", kind = "i", size = 4,
-          field = ProtoField.int32("thecal.refill_complete_ack.discrepancy_nl", "discrepancy_nl", base.DEC, nil, nil, "withdrawn minus expected, nL") },
+          field = ProtoField.int32("thecal.refill_complete_ack.discrepancy_nl", "discrepancy_nl", base.DEC, nil, nil, "withdrawn minus expected, nL; -2147483648 = none (the initial fill)") },
         { name = "reservoir_nl", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.refill_complete_ack.reservoir_nl", "reservoir_nl", base.DEC, nil, nil, "new reservoir estimate, nL") },
     },

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..prescription import fmt_dose
 from . import Refusal, limit24h, out_of_range, reservoir, wrong_state
+from .start import NOT_FILLED
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class PrimeFacts:
     window_fg: int
     max_dose_24h_fg: int
     drug_unit: str  # "mg" or "mcg", to say the figures as the clinician does
+    reservoir_known: bool  # a fill has been recorded
     reservoir_nl: int
     empty_level_nl: int
 
@@ -44,6 +46,8 @@ def refusal(f: PrimeFacts) -> Refusal | None:
         return wrong_state(f"{f.holds_another_drug}: refill with the drug programmed before priming")
     if f.bolus_active:
         return wrong_state("a bolus is in progress")
+    if not f.reservoir_known:
+        return wrong_state(NOT_FILLED)
     most = max(2 * f.catheter_volume_nl, f.stroke_nl)
     if not f.stroke_nl <= f.volume_nl <= most:
         return out_of_range("volume_nl", f"priming volume is {f.stroke_nl}..{most} nL")

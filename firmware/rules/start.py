@@ -1,9 +1,9 @@
-"""Starting therapy (SR-016, SR-021).
+"""Starting therapy (SR-016, SR-021, SR-041, SR-046).
 
 START needs therapy stopped, a prescription that names what the reservoir holds (after a
 change of drug, the refill that records the new one), no high-priority alarm standing (a
-halted pump resumes only when a person has dealt with it) and a reservoir above the
-empty level.
+halted pump resumes only when a person has dealt with it), a fill recorded (on a new
+pump the reservoir's content is not known) and a reservoir above the empty level.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from protocol.codes import TherapyState
 
 from . import Refusal, wrong_state
 
+NOT_FILLED = "the reservoir's content is not known: record the fill first (refill begin, then refill complete)"
+
 
 @dataclass(frozen=True)
 class StartFacts:
@@ -21,6 +23,7 @@ class StartFacts:
     has_prescription: bool
     holds_another_drug: str | None  # what the reservoir holds, when the prescription names another
     high_alarm: bool
+    reservoir_known: bool  # a fill has been recorded
     reservoir_empty: bool
 
 
@@ -33,6 +36,8 @@ def refusal(f: StartFacts) -> Refusal | None:
         return wrong_state(f"{f.holds_another_drug}: refill with the drug programmed before starting")
     if f.high_alarm:
         return wrong_state("a high-priority alarm stands")
+    if not f.reservoir_known:
+        return wrong_state(NOT_FILLED)
     if f.reservoir_empty:
         return wrong_state("reservoir at the empty level: refill first")
     return None
