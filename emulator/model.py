@@ -26,6 +26,7 @@ WIRE_LIMITS = {
     "reservoir_capacity_ul": U32_MAX // 1000,  # also reservoir_nl (u32) in ground truth
     "stroke_nl": U32_MAX,
     "min_stroke_interval_ms": U32_MAX,
+    "min_flow_nl_per_day": U32_MAX,
     "watchdog_window_ms": U32_MAX,
     "catheter_dead_volume_nl": U32_MAX,
     "battery_full_mv": U16_MAX,
@@ -53,6 +54,10 @@ class PumpModel:
     stroke_bias_ppm: int = 0
     # 1 mL/h at most (domain.md assumption) = 2000 strokes/h = one per 1.8 s.
     min_stroke_interval_ms: int = 1_800
+    # The slowest basal the pump delivers accurately: 0.048 mL/day (SynchroMed II). Slower
+    # flows (0 included) are refused when programmed: a pump that must not deliver is
+    # stopped, and a catheter flowed too slowly can block.
+    min_flow_nl_per_day: int = 48_000
     # A dead controller costs at most one run: 64 strokes = 32 uL (assumption).
     max_strokes_per_run: int = 64
     # Hardware watchdog: a controller silent this long has the motor stopped and is reset
@@ -85,6 +90,7 @@ class PumpModel:
             "reservoir_capacity_ul",
             "stroke_nl",
             "min_stroke_interval_ms",
+            "min_flow_nl_per_day",
             "max_strokes_per_run",
             "watchdog_window_ms",
             "occlusion_pa_per_nl",

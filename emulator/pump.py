@@ -292,6 +292,7 @@ class PumpHardware:
                     reservoir_capacity_ul=m.reservoir_capacity_ul,
                     stroke_nl=m.stroke_nl,
                     min_stroke_interval_ms=m.min_stroke_interval_ms,
+                    min_flow_nl_per_day=m.min_flow_nl_per_day,
                     max_strokes_per_run=m.max_strokes_per_run,
                     watchdog_window_ms=m.watchdog_window_ms,
                     catheter_dead_volume_nl=m.catheter_dead_volume_nl,

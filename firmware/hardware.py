@@ -18,7 +18,11 @@ class Hardware:
     def learn(self, info: HwInfo) -> None:
         self.info = info
         self.limits = HwLimits(
-            info.stroke_nl, info.min_stroke_interval_ms, info.reservoir_capacity_ul, info.max_strokes_per_run
+            info.stroke_nl,
+            info.min_stroke_interval_ms,
+            info.reservoir_capacity_ul,
+            info.max_strokes_per_run,
+            info.min_flow_nl_per_day,
         )
         # Until the first SENSORS: above ERI, so no battery alarm is raised on a guess.
         self.battery_mv = self.battery_mv or info.battery_eri_mv + 1

@@ -28,6 +28,7 @@ class HwLimits:
     min_stroke_interval_ms: int
     reservoir_capacity_ul: int
     max_strokes_per_run: int
+    min_flow_nl_per_day: int = 0
 
     @property
     def max_nl_per_day(self) -> int:

@@ -250,6 +250,7 @@ HwInfo = make_message(
         F("reservoir_capacity_ul", U32, "reservoir capacity, uL"),
         F("stroke_nl", U32, "nominal volume of one stroke, nL"),
         F("min_stroke_interval_ms", U32, "fastest the mechanism may stroke"),
+        F("min_flow_nl_per_day", U32, "slowest basal flow the pump delivers accurately, nL/day"),
         F("max_strokes_per_run", U16, "largest run MOTOR_RUN may ask for"),
         F("watchdog_window_ms", U32, "hardware watchdog window"),
         F("catheter_dead_volume_nl", U32, "volume between the pump outlet and the catheter tip"),

@@ -249,6 +249,7 @@ def _examples() -> list[tuple[str, Message, int]]:
                 reservoir_capacity_ul=20_000,
                 stroke_nl=500,
                 min_stroke_interval_ms=250,
+                min_flow_nl_per_day=48_000,
                 max_strokes_per_run=1_000,
                 watchdog_window_ms=2_000,
                 catheter_dead_volume_nl=150_000,

@@ -65,6 +65,7 @@ def hw_info(**changes: object) -> HwInfo:
         "reservoir_capacity_ul": 20_000,
         "stroke_nl": 500,
         "min_stroke_interval_ms": 1_800,
+        "min_flow_nl_per_day": 48_000,
         "max_strokes_per_run": 64,
         "watchdog_window_ms": 300_000,
         "catheter_dead_volume_nl": 200_000,

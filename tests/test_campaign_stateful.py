@@ -190,6 +190,11 @@ def bolus_fits(bolus: tuple[int, int, int, int], conc: int) -> bool:
     return duration * 1000 // strokes >= MIN_INTERVAL_MS
 
 
+def least_rate(conc: int) -> int:
+    """The slowest basal rate (ng/day) the pump takes at a concentration: its minimum flow."""
+    return -(-MODEL.min_flow_nl_per_day * conc // ML)
+
+
 def rx_valid(rx: Rx) -> bool:
     """The rules of firmware/prescription.py that depend on the drug and concentration,
     for a prescription that keeps every other rule (one valid at another concentration)."""
@@ -198,6 +203,8 @@ def rx_valid(rx: Rx) -> bool:
         return False
     if any(rate * ML * MIN_INTERVAL_MS > STROKE_NL * DAY * rx.concentration for _, rate in rx.basal):
         return False  # more volume a day than the mechanism can move
+    if any(rate < least_rate(rx.concentration) for _, rate in rx.basal):
+        return False  # less than the pump's minimum flow
     return rx.bolus is None or bolus_fits(rx.bolus, rx.concentration)
 
 
@@ -209,10 +216,13 @@ def valid_rx(draw, conc: int) -> Rx:
     example is a therapy that runs, with a patient bolus and a tight limit."""
     n = draw(st.integers(1, 3))
     starts = [0, *sorted(draw(st.sets(st.integers(1, 95).map(lambda q: q * 900), min_size=n - 1, max_size=n - 1)))]
-    # Basal up to 1 mL/day (2000 strokes) and 8 mg/day.
+    # Basal up to 1 mL/day (2000 strokes) and 8 mg/day, at least the pump's minimum flow.
     top = min(8 * MG, conc)
-    typical = st.sampled_from([MG, 3 * MG // 2, MG // 2, 2 * MG, 3 * MG, MG // 5]).map(lambda r: min(r, top))
-    rates = [draw(st.one_of(typical, st.integers(MG // 20, top), st.just(0) if i else typical)) for i in range(n)]
+    least = least_rate(conc)
+    typical = st.sampled_from([MG, 3 * MG // 2, MG // 2, 2 * MG, 3 * MG, MG // 5]).map(
+        lambda r: max(least, min(r, top))
+    )
+    rates = [draw(st.one_of(typical, st.integers(least, top), st.just(least) if i else typical)) for i in range(n)]
     basal = tuple(zip(starts, rates, strict=True))
     floor = int(daily_basal(basal) + Fraction(max(rates), 1440)) + 1  # basal fits the 24 h + 1 min window
     bolus = None
@@ -246,6 +256,9 @@ def invalid_variants(rx: Rx) -> list[tuple[str, Rx]]:
         ("basal[1].start_s", replace(rx, basal=(rx.basal[0], (0, rx.basal[0][1])))),
         ("basal[1].start_s", replace(rx, basal=(rx.basal[0], (86_400, rx.basal[0][1])))),
         ("basal[0].rate_ng_per_day", replace(rx, basal=((0, rx.concentration * 25),))),  # 25 mL/day
+        # Below the pump's minimum flow (0.048 mL/day), and nothing at all.
+        ("basal[0].rate_ng_per_day", replace(rx, basal=((0, least_rate(rx.concentration) - 1), *rx.basal[1:]))),
+        ("basal[0].rate_ng_per_day", replace(rx, basal=((0, 0), *rx.basal[1:]))),
         ("basal", replace(rx, basal=((0, MAX_DAILY + 1),), limit=MAX_DAILY)),
         ("max_dose_24h_ng", replace(rx, limit=MAX_DAILY + 1)),
         ("basal", replace(rx, limit=max(1, int(daily_basal(rx.basal)) // 2))),
@@ -890,8 +903,8 @@ class PumpCampaign(RuleBasedStateMachine):
         firmware is not told of defeats any limit it could keep, and is no test of it."""
         phys = self.truth().reservoir_nl
         withdraw = {"full": CAP_NL, "new drug": CAP_NL, "partial": phys * part // 100, "pocket": 0}[kind]
-        if kind != "new drug" or (self.rx.bolus is not None and not bolus_fits(self.rx.bolus, conc)):
-            conc = self.conc
+        if kind != "new drug" or not rx_valid(replace(self.rx, concentration=conc)):
+            conc = self.conc  # (a concentration the prescription is valid at: basal, bolus, minimum flow)
         add = min(fill_ul * 1000, CAP_NL - (phys - min(withdraw, phys)))
         ack = self.sim(
             SimRefill(withdraw_nl=withdraw, add_nl=add, concentration_ng_per_ml=conc, into_pocket=kind == "pocket")
@@ -910,9 +923,7 @@ class PumpCampaign(RuleBasedStateMachine):
             self._complete(r.withdrawn_nl, r.added_nl, r.concentration, drug="hydromorphone")
             return
         expected = 0 if r.expected_nl == NONE_U32 else r.expected_nl
-        withdrawn = {"true": r.withdrawn_nl, "expected": expected}.get(
-            entry, max(0, r.withdrawn_nl + error_ul * 1000)
-        )
+        withdrawn = {"true": r.withdrawn_nl, "expected": expected}.get(entry, max(0, r.withdrawn_nl + error_ul * 1000))
         self._complete(withdrawn, r.added_nl, r.concentration)
 
     REFILL_KINDS = st.sampled_from(["full", "full", "full", "new drug", "new drug", "partial", "pocket"])

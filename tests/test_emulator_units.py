@@ -911,6 +911,7 @@ def test_bug_scripted_controller_without_hw_info_kicked_too_slowly():
                 reservoir_capacity_ul=1,
                 stroke_nl=1,
                 min_stroke_interval_ms=1,
+                min_flow_nl_per_day=48_000,
                 max_strokes_per_run=1,
                 watchdog_window_ms=10_000,
                 catheter_dead_volume_nl=0,

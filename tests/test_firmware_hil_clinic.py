@@ -66,3 +66,22 @@ def test_bug_a_new_pump_alarmed_and_halted_when_programmed_before_its_fill_was_r
     st = pump.status()
     assert (st.state, st.alarms, st.reservoir_nl) == (TherapyState.RUNNING, (), 12_000_000 - pump.truth().delivered_nl)
     assert pump.truth().delivered_ng > 0
+
+
+@pytest.mark.req("SR-047")
+def test_a_basal_step_below_the_pumps_minimum_flow_is_refused_naming_the_step_and_the_minimum(procs):
+    """The pump delivers no slower than 0.048 mL/day (SynchroMed II): a step below it, 0
+    included, is refused and changes nothing; a step exactly at it runs, by ground truth."""
+    pump = firmware_pump(procs)
+    pump.fill(12_000_000, CONC)
+    least = 48_000 * CONC // 1_000_000  # 0.24 mg/day at 5 mg/mL
+    for rate in (least - 1, 0):
+        with pytest.raises(Refused) as refused:
+            pump.program(basal=((0, MG), (12 * 3_600, rate)))
+        assert (refused.value.reason, refused.value.field) == (NakReason.OUT_OF_RANGE, "basal[1].rate_ng_per_day")
+        assert "minimum flow 0.048 mL/day" in refused.value.nak.detail and "0.24 mg/day" in refused.value.nak.detail
+    assert not pump.prescription().present
+    pump.program(basal=((0, least),), max_dose_24h_ng=MG)
+    pump.start()
+    pump.advance(24 * HOUR)
+    assert abs(pump.truth().delivered_ng - least) <= 2_500  # a day at the minimum, within a stroke

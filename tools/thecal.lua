@@ -555,6 +555,8 @@ messages[0x25] = {
           field = ProtoField.uint32("thecal.hw_info.stroke_nl", "stroke_nl", base.DEC, nil, nil, "nominal volume of one stroke, nL") },
         { name = "min_stroke_interval_ms", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.hw_info.min_stroke_interval_ms", "min_stroke_interval_ms", base.DEC, nil, nil, "fastest the mechanism may stroke") },
+        { name = "min_flow_nl_per_day", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.hw_info.min_flow_nl_per_day", "min_flow_nl_per_day", base.DEC, nil, nil, "slowest basal flow the pump delivers accurately, nL/day") },
         { name = "max_strokes_per_run", kind = "u", size = 2,
           field = ProtoField.uint16("thecal.hw_info.max_strokes_per_run", "max_strokes_per_run", base.DEC, nil, nil, "largest run MOTOR_RUN may ask for") },
         { name = "watchdog_window_ms", kind = "u", size = 4,

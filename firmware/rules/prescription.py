@@ -1,10 +1,10 @@
-"""A prescription is validated as a whole before it is accepted (SR-001, SR-002).
+"""A prescription is validated as a whole before it is accepted (SR-001, SR-002, SR-047).
 
 The drug must be in the drug library, its concentration and daily dose within the drug's
 maxima, every basal step deliverable by the mechanism, basal alone under the rolling
 24 h hard limit over the longest window the pump measures, and the patient bolus's dose,
-duration, lockout and count within range. A refusal names the field and the limit it
-broke, and changes nothing.
+duration, lockout and count within range, and no basal step below the pump's minimum
+flow. A refusal names the field and the limit it broke, and changes nothing.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def validate(p: Prescription, drugs: DrugLibrary, hw: HwLimits, empty_reservoir_
             f"basal alone ({_fmt(daily, drug)}/day) leaves no room under the 24 h hard limit "
             f"{_fmt(limit, drug)} in the pump's 24 h + 1 min window",
         )
+    _validate_min_flow(p, drug, hw)
     if p.patient_bolus is not None:
         _validate_bolus(p.patient_bolus, p, drug, hw)
     cap = hw.reservoir_capacity_ul
@@ -156,3 +157,20 @@ def _validate_bolus(b: PatientBolus, p: Prescription, drug: Drug, hw: HwLimits) 
         raise PrescriptionError("bolus_lockout_s", "the lockout must be at least the bolus duration")
     if not 1 <= b.max_per_24h <= MAX_BOLUSES_PER_24H:
         raise PrescriptionError("bolus_max_per_24h", f"{b.max_per_24h} is outside 1..{MAX_BOLUSES_PER_24H}")
+
+
+def _validate_min_flow(p: Prescription, drug: Drug, hw: HwLimits) -> None:
+    """SR-047: every basal step at least the pump's minimum flow (0 included: a pump that
+    must not deliver is stopped, not programmed to nothing)."""
+    least = hw.min_flow_nl_per_day
+    conc = p.concentration_ng_per_ml
+    for i, step in enumerate(p.basal):
+        # Exactly: rate / concentration (mL/day) against the minimum, both scaled.
+        if step.rate_ng_per_day * NL_PER_ML < least * conc:
+            least_rate = -(-least * conc // NL_PER_ML)
+            raise PrescriptionError(
+                f"basal[{i}].rate_ng_per_day",
+                f"{_fmt(step.rate_ng_per_day, drug)}/day at {_fmt(conc, drug)}/mL is "
+                f"{step.rate_ng_per_day * NL_PER_ML // conc / NL_PER_ML:g} mL/day, below the pump's minimum flow "
+                f"{least / NL_PER_ML:g} mL/day ({_fmt(least_rate, drug)}/day at this concentration)",
+            )
