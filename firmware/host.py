@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from protocol import codec
-from protocol.codes import AlarmId, BolusKind, LogEvent, NakReason, TherapyState
+from protocol.codes import AlarmId, BolusKind, BolusOutcome, LogEvent, NakReason, TherapyState
 from protocol.errors import DecodeError
 from protocol.framing import PROTOCOL_VERSION, Frame, FrameErrorKind, parse_body
 from protocol.messages import (
@@ -246,7 +246,10 @@ def stop_request(p: Parts, msg: Stop) -> StopAck | Refusal:
     refused = p.commands.refusal(msg.command_id)
     if refused is not None:
         return refused
-    if not s.therapy.fire("stop_therapy"):
+    if s.state is STOPPED and p.engine.bolus is not None:
+        # A single or priming bolus while stopped: STOP ends it, as it would running.
+        p.engine.end_bolus(BolusOutcome.STOPPED)
+    elif not s.therapy.fire("stop_therapy"):
         return wrong_state(f"stop needs state running or halted, not {s.state.name.lower()}")
     s.resume_running = False
     p.commands.accept(msg.command_id)
@@ -295,16 +298,21 @@ def bolus_request(p: Parts, msg: BolusRequest) -> BolusRequestAck | Refusal:
 
 
 def clinician_bolus_request(p: Parts, msg: ClinicianBolus) -> ClinicianBolusAck | Refusal:
+    """Running: a bolus on top of basal. Stopped: a single bolus (SR-048), after which
+    the pump stays stopped."""
     e, s = p.engine, p.supervisor
     rx = e.rx
     lim = p.hardware.limits
-    running = s.running and rx is not None
     conc = rx.concentration_ng_per_ml if rx else 0
     vol = volume_nl(msg.dose_ng, conc) if rx else 0
     strokes = e.bolus_strokes(msg.dose_ng) if rx and msg.dose_ng > 0 else 1
     refused = p.commands.refusal(msg.command_id) or clinician_bolus.refusal(
         clinician_bolus.ClinicianBolusFacts(
-            running=running,
+            state=s.state,
+            has_prescription=rx is not None,
+            holds_another_drug=_holds_another_drug(p),
+            reservoir_known=e.reservoir_known,
+            high_alarm=s.high_alarm(),
             bolus_active=e.bolus is not None,
             dose_ng=msg.dose_ng,
             dose_fg=strokes * e.tip_stroke_fg() if rx else 0,  # as it will be given
@@ -312,7 +320,7 @@ def clinician_bolus_request(p: Parts, msg: ClinicianBolus) -> ClinicianBolusAck 
             max_dose_24h_ng=rx.max_dose_24h_ng if rx else 0,
             strokes=strokes,
             min_stroke_interval_ms=lim.min_stroke_interval_ms,
-            window=e.window(True) if running else None,
+            window=e.window(s.running) if rx else None,
             volume_nl=vol,
             reservoir_nl=e.reservoir.volume_nl,
             empty_level_nl=e.empty_level_nl,

@@ -3,8 +3,9 @@ TherapyState enum, so a state is never a string).
 
 Every transition is guarded and logged; a trigger that is not allowed in the current
 state, or whose guard fails, returns False (the caller answers NAK WRONG_STATE), never an
-exception on the link. A bolus in progress is a flag of the running state (the delivery
-engine owns it), not a state of its own: it ends the moment the pump leaves RUNNING. What
+exception on the link. A bolus in progress is a flag (the delivery engine owns it), not a
+state of its own: of RUNNING, or of STOPPED for a priming or a single bolus (which START
+lets run on); every other change of state ends it. What
 a transition does to delivery is the supervisor's (firmware/supervisor.py).
 
 `thecal diagram` (tools/cli.py) writes the diagram as mermaid to

@@ -343,7 +343,13 @@ StartAck = make_message(
     (_cmd(), F("state", EnumField(U8, TherapyState), "state after the command")),
     answers=Start,
 )
-Stop = make_message(0x44, "STOP", "Stop therapy; a bolus in progress ends (STOPPED).", (_cmd(),), roles=CLIN)
+Stop = make_message(
+    0x44,
+    "STOP",
+    "Stop therapy; a bolus in progress ends (STOPPED). While stopped, ends a priming or single bolus in progress.",
+    (_cmd(),),
+    roles=CLIN,
+)
 StopAck = make_message(
     0x64,
     "STOP_ACK",
@@ -378,7 +384,8 @@ BolusRequestAck = make_message(
 ClinicianBolus = make_message(
     0x46,
     "CLINICIAN_BOLUS",
-    "A clinician-ordered bolus (subject to the rolling 24 h hard limit).",
+    "A clinician-ordered bolus (subject to the rolling 24 h hard limit). While stopped, a single bolus: "
+    "delivered, then therapy stays stopped.",
     (
         _cmd(),
         F("dose_ng", U32, "bolus dose, ng"),

@@ -397,8 +397,9 @@ class Refill:
 
 @dataclass
 class Priming:
-    """An accepted PRIME, from its PRIME_ACK to its end (BOLUS_FINISHED, or a start,
-    stop, refill or reset): the only time the mechanism may move with therapy stopped."""
+    """An accepted PRIME or single bolus (a clinician bolus while stopped), from its
+    answer to its end (BOLUS_FINISHED, or a start, stop, refill or reset): the only time
+    the mechanism may move with therapy stopped."""
 
     command_id: int
     strokes: int  # planned: the volume in whole strokes, rounded up
@@ -734,19 +735,42 @@ class PumpCampaign(RuleBasedStateMachine):
         self.wait(wait)
         before = self.status()
         rx = self.rx
-        strokes = max(1, (dose * FG_PER_NG + STROKE_NL * rx.concentration // 2) // (STROKE_NL * rx.concentration))
-        reply = self.req(ClinicianBolus(command_id=self.next_id(), dose_ng=dose, duration_s=duration))
-        if before.state is not TherapyState.RUNNING or before.bolus_active:
+
+        def strokes_at(conc: int) -> int:
+            return max(1, (dose * FG_PER_NG + STROKE_NL * conc // 2) // (STROKE_NL * conc))
+
+        # The firmware counts strokes at the drug leaving the tip: while bridging, an older
+        # concentration than the prescription's, so any the catheter or reservoir holds.
+        counts = [strokes_at(c) for c in {rx.concentration, *self._concentrations()} if c]
+        too_fast = [duration * 1000 // n < MIN_INTERVAL_MS for n in counts]
+        cid = self.next_id()
+        reply = self.req(ClinicianBolus(command_id=cid, dose_ng=dose, duration_s=duration))
+        stopped = before.state is TherapyState.STOPPED
+        if (
+            before.state not in (TherapyState.RUNNING, TherapyState.STOPPED)
+            or before.bolus_active
+            or _high(before)
+            or (stopped and before.reservoir_nl == NONE_U32)
+        ):
             self.expect_nak(reply, NakReason.WRONG_STATE)
         elif dose > rx.limit:
             self.expect_nak(reply, NakReason.OUT_OF_RANGE, "dose_ng")
-        elif not 60 <= duration <= 3_600 or duration * 1000 // strokes < MIN_INTERVAL_MS:
+        elif not 60 <= duration <= 3_600 or all(too_fast):
             self.expect_nak(reply, NakReason.OUT_OF_RANGE, "duration_s")
+        elif isinstance(reply, Nak) and any(too_fast) and reply.field == "duration_s":
+            self.expect_nak(reply, NakReason.OUT_OF_RANGE)  # too fast at the drug now at the tip
         elif isinstance(reply, Nak):
             self.expect_nak(reply, NakReason.OUT_OF_RANGE, "dose_ng")  # the 24 h limit or the reservoir
         else:
             assert reply.volume_nl == dose * ML // rx.concentration, reply
-            FIGURES.count(FIGURES.actions, "clinician bolus")
+            if stopped:
+                # A single bolus (SR-048): its strokes are the only ones a stopped pump
+                # may make until it ends, and then the pump is still stopped.
+                most = max(counts) + 1  # (a stroke may mix two drugs)
+                self.priming = Priming(cid, most, most)
+                FIGURES.count(FIGURES.actions, "single bolus")
+            else:
+                FIGURES.count(FIGURES.actions, "clinician bolus")
             return
         self.unchanged(before, "CLINICIAN_BOLUS")
 

@@ -1086,7 +1086,7 @@ WRONG_STATE = [
             command_id=p.next_id(), withdrawn_nl=0, added_nl=1, drug="morphine", concentration_ng_per_ml=CONC
         ),
     ),
-    ("stopped", lambda p: ClinicianBolus(command_id=p.next_id(), dose_ng=5_000, duration_s=600)),
+    ("fresh", lambda p: ClinicianBolus(command_id=p.next_id(), dose_ng=5_000, duration_s=600)),
     ("stopped", lambda p: Stop(command_id=p.next_id())),
     ("running", lambda p: Start(command_id=p.next_id())),
     ("running", lambda p: Prime(command_id=p.next_id(), volume_nl=200_000)),

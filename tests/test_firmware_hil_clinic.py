@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.codes import NakReason, TherapyState
-from protocol.messages import Prime, RefillBegin, RefillComplete, SimRefill, Start
+from protocol.codes import BolusKind, BolusOutcome, Fault, Link, NakReason, TherapyState
+from protocol.messages import (
+    BolusFinished,
+    Prime,
+    RefillBegin,
+    RefillComplete,
+    SimInjectFault,
+    SimPowerCycle,
+    SimRefill,
+    Start,
+)
 from protocol.schema import NONE_I32, NONE_U32
-from tests.harness import Procs, firmware_pump
+from tests.harness import Procs, PumpHost, firmware_pump
 from tools.client import Refused
 
 MG = 1_000_000
 CONC = 5 * MG
 HOUR = 3_600_000
+STROKE_NG = 500 * CONC // 1_000_000  # 0.5 uL a stroke
 
 
 @pytest.fixture
@@ -85,3 +95,116 @@ def test_a_basal_step_below_the_pumps_minimum_flow_is_refused_naming_the_step_an
     pump.start()
     pump.advance(24 * HOUR)
     assert abs(pump.truth().delivered_ng - least) <= 2_500  # a day at the minimum, within a stroke
+
+
+def stopped_pump(procs: Procs, **rx: object) -> PumpHost:
+    """Filled with 12 mL of morphine 5 mg/mL, programmed 2 mg/day, hard limit 3 mg, and
+    left stopped."""
+    pump = firmware_pump(procs)
+    pump.fill(12_000_000, CONC)
+    pump.program(**{"basal": ((0, 2 * MG),), "max_dose_24h_ng": 3 * MG, **rx})
+    return pump
+
+
+def finished(pump: PumpHost) -> list[BolusFinished]:
+    return [e for e in pump.events(BolusFinished) if e.kind is BolusKind.CLINICIAN]
+
+
+@pytest.mark.req("SR-048")
+def test_a_clinician_bolus_while_stopped_is_a_single_bolus_delivered_then_the_pump_stays_stopped(procs):
+    """SynchroMed's single bolus: ordered while stopped, it is delivered (by ground truth,
+    within a stroke) and the pump stays stopped: no basal before, during or after it."""
+    pump = stopped_pump(procs)
+    pump.advance(HOUR)
+    assert pump.truth().delivered_nl == 0
+    ack = pump.client.clinician_bolus(MG // 2, 600)
+    assert ack.volume_nl == 100_000
+    st = pump.status()
+    assert (st.state, st.bolus_active) == (TherapyState.STOPPED, True)
+    pump.advance(11 * 60_000)
+    assert abs(pump.truth().delivered_ng - MG // 2) <= STROKE_NG
+    st = pump.status()
+    assert (st.state, st.bolus_active, st.alarms) == (TherapyState.STOPPED, False, ())
+    assert [(f.outcome, f.delivered_nl) for f in finished(pump)] == [(BolusOutcome.COMPLETED, 100_000)]
+    after = pump.truth().delivered_ng
+    pump.advance(6 * HOUR)
+    assert pump.truth().delivered_ng == after  # stopped: no basal
+    assert pump.status().dose_24h_ng == after  # and it counts toward the rolling 24 h
+
+
+@pytest.mark.req("SR-048", "SR-006")
+def test_a_single_bolus_cannot_get_round_the_24h_hard_limit(procs):
+    """Attack: single boluses one after another while stopped, each within the hard
+    limit, add up in the rolling 24 h like any drug; the one that would break it is
+    refused and changes nothing. The basal the pump would give once started counts too."""
+    pump = stopped_pump(procs)
+    pump.client.clinician_bolus(MG // 2, 600)
+    pump.advance(11 * 60_000)
+    # 0.5 mg given, and 2 mg/day of basal projected from now: 0.5 mg more fits, 1 mg does not.
+    with pytest.raises(Refused) as refused:
+        pump.client.clinician_bolus(MG, 1_800)
+    assert (refused.value.reason, refused.value.field) == (NakReason.OUT_OF_RANGE, "dose_ng")
+    assert "24 h" in refused.value.nak.detail
+    pump.client.clinician_bolus(MG // 4, 600)
+    pump.advance(11 * 60_000)
+    gt = pump.truth()
+    assert abs(gt.delivered_ng - 3 * MG // 4) <= 2 * STROKE_NG
+    with pytest.raises(Refused):
+        pump.client.clinician_bolus(3 * MG, 3_600)  # the whole hard limit at once
+    pump.advance(HOUR)
+    assert pump.truth().delivered_ng == gt.delivered_ng
+    assert pump.status().state is TherapyState.STOPPED
+
+
+@pytest.mark.req("SR-048")
+def test_stop_ends_a_single_bolus_and_a_reset_does_not_resume_it(procs):
+    """Attack: a single bolus stopped part-way delivers no more (by ground truth) and
+    the pump stays stopped; a power cycle in the middle of the next one abandons it, and
+    the restarted pump neither finishes it nor starts basal."""
+    pump = stopped_pump(procs)
+    pump.client.clinician_bolus(MG // 2, 600)
+    pump.advance(5 * 60_000)
+    part = pump.truth().delivered_ng
+    assert 0 < part < MG // 2
+    pump.client.stop()
+    st = pump.status()
+    assert (st.state, st.bolus_active) == (TherapyState.STOPPED, False)
+    assert [f.outcome for f in finished(pump)] == [BolusOutcome.STOPPED]
+    pump.advance(HOUR)
+    assert pump.truth().delivered_ng == part
+    # A STOP with nothing to stop is still a wrong state.
+    with pytest.raises(Refused) as refused:
+        pump.client.stop()
+    assert refused.value.reason is NakReason.WRONG_STATE
+    pump.client.clinician_bolus(MG // 4, 600)
+    pump.advance(2 * 60_000)
+    pump.sim(SimPowerCycle(off_ms=60_000))
+    pump.advance(HOUR)
+    mid = pump.truth().delivered_ng
+    pump.advance(6 * HOUR)
+    assert pump.truth().delivered_ng == mid
+    st = pump.status()
+    assert (st.state, st.bolus_active) == (TherapyState.STOPPED, False)
+    assert mid - part < MG // 4
+
+
+@pytest.mark.req("SR-048", "SR-020")
+def test_a_single_bolus_is_refused_while_a_high_alarm_stands(procs):
+    """Attack: a stopped pump holding a high-priority alarm (an occlusion while it ran,
+    then stopped by the clinician) may not be made to deliver by a single bolus."""
+    pump = stopped_pump(procs)
+    pump.start()
+    pump.sim(SimInjectFault(fault=Fault.OCCLUSION, link=Link.NONE, value=0, rate_ppm=0, seed=0))
+    pump.advance(2 * HOUR)
+    assert pump.status().state is TherapyState.HALTED
+    with pytest.raises(Refused) as refused:
+        pump.client.clinician_bolus(MG // 4, 600)
+    assert refused.value.reason is NakReason.WRONG_STATE
+    pump.client.stop()
+    assert pump.status().state is TherapyState.STOPPED
+    before = pump.truth()
+    with pytest.raises(Refused) as refused:
+        pump.client.clinician_bolus(MG // 4, 600)
+    assert refused.value.reason is NakReason.WRONG_STATE and "high-priority alarm" in refused.value.nak.detail
+    pump.advance(HOUR)
+    assert pump.truth().strokes_total == before.strokes_total

@@ -485,8 +485,19 @@ def test_rule_run_priming_runs_while_stopped_and_its_drug_counts_toward_the_limi
     assert refusal(dataclasses.replace(priming, high_alarm=True)) is Stop.HIGH_ALARM
     assert refusal(dataclasses.replace(priming, reservoir_nl=1_000_000)) is Stop.RESERVOIR
     assert refusal(dataclasses.replace(priming, state=TherapyState.REFILL)) is Stop.NOT_RUNNING
-    for purpose in (Purpose.BASAL, Purpose.PATIENT, Purpose.CLINICIAN):
+    for purpose in (Purpose.BASAL, Purpose.PATIENT):
         assert refusal(dataclasses.replace(priming, purpose=purpose)) is Stop.NOT_RUNNING
+
+
+def test_rule_run_a_single_bolus_runs_while_stopped_under_every_limit():
+    # SR-048: a clinician bolus while stopped; never halted or in a refill.
+    single = dataclasses.replace(RUN_OK, purpose=Purpose.CLINICIAN, state=TherapyState.STOPPED)
+    assert refusal(single) is None
+    assert refusal(dataclasses.replace(single, window_fg=3 * MG * FG)) is Stop.LIMIT_24H
+    assert refusal(dataclasses.replace(single, high_alarm=True)) is Stop.HIGH_ALARM
+    assert refusal(dataclasses.replace(single, reservoir_nl=1_000_000)) is Stop.RESERVOIR
+    for state in (TherapyState.REFILL, TherapyState.HALTED, TherapyState.BOOT):
+        assert refusal(dataclasses.replace(single, state=state)) is Stop.NOT_RUNNING
 
 
 STROKE_OK = StrokeFacts(

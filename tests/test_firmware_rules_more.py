@@ -939,7 +939,11 @@ EMPTY_WINDOW = Window(
     stroke_fg=STROKE_FG,
 )
 CB_OK = clinician_bolus.ClinicianBolusFacts(
-    running=True,
+    state=TherapyState.RUNNING,
+    has_prescription=True,
+    holds_another_drug=None,
+    reservoir_known=True,
+    high_alarm=False,
     bolus_active=False,
     dose_ng=500_000,  # 0.5 mg: 200 strokes of 2500 ng over 10 min, one per 3 s
     dose_fg=500_000 * FG,
@@ -961,7 +965,11 @@ def past_with(fg: int) -> Window:
 
 
 CB_REFUSALS = [
-    (WRONG_STATE, "", ["therapy running"], {"running": False}),
+    (WRONG_STATE, "", ["running or stopped", "halted"], {"state": TherapyState.HALTED}),
+    (WRONG_STATE, "", ["no prescription"], {"has_prescription": False}),
+    (WRONG_STATE, "", ["holds ziconotide", "refill"], {"holds_another_drug": "the reservoir holds ziconotide"}),
+    (WRONG_STATE, "", ["record the fill"], {"reservoir_known": False}),
+    (WRONG_STATE, "", ["high-priority alarm"], {"high_alarm": True}),
     (WRONG_STATE, "", ["bolus is in progress"], {"bolus_active": True}),
     (OUT_OF_RANGE, "dose_ng", ["1..3000000 ng", "hard limit"], {"dose_ng": 0}),
     (OUT_OF_RANGE, "duration_s", ["60..3600 s"], {"duration_s": 59}),
@@ -986,8 +994,26 @@ def test_rule_clinician_bolus_each_refusal_in_order(i):
     assert_refused(ordered(**first_of_all_later(CB_REFUSALS, i)), reason, field, *words)
 
 
-def test_rule_clinician_bolus_needs_a_window_as_well_as_running():
-    assert_refused(ordered(window=None), WRONG_STATE, "", "therapy running")
+def test_rule_clinician_bolus_needs_a_window_as_well_as_a_prescription():
+    assert_refused(ordered(window=None), WRONG_STATE, "", "no prescription")
+
+
+@pytest.mark.parametrize(
+    ("state", "ok"),
+    [
+        (TherapyState.RUNNING, True),
+        (TherapyState.STOPPED, True),  # SR-048: a single bolus
+        (TherapyState.HALTED, False),
+        (TherapyState.REFILL, False),
+        (TherapyState.BOOT, False),
+    ],
+)
+def test_rule_clinician_bolus_given_running_or_stopped_never_halted_or_in_a_refill(state, ok):
+    r = ordered(state=state)
+    if ok:
+        assert r is None
+    else:
+        assert_refused(r, WRONG_STATE, "", state.name.lower())
 
 
 @pytest.mark.parametrize(("dose_ng", "ok"), [(-1, False), (0, False), (1, True), (3 * MG, True), (3 * MG + 1, False)])

@@ -1,22 +1,34 @@
-"""The clinician bolus: a dose and duration a clinician orders (SR-006, SR-007, SR-016).
+"""The clinician bolus: a dose and duration a clinician orders (SR-006, SR-007, SR-016,
+SR-048).
 
-Allowed only while therapy runs and no bolus is in progress; the dose lies within the
-hard limit and the duration within the bolus range, no faster than the mechanism can
-stroke; the largest rolling-24 h total from now on, with planned basal and this bolus,
-stays within the hard limit; and the reservoir holds it above the empty level.
+Allowed while therapy runs, and while it is stopped as a single bolus (delivered, then
+the pump stays stopped: SynchroMed's single bolus), never halted or in a refill; with no
+bolus in progress and no high-priority alarm standing. The prescription must name what
+the reservoir holds and a fill must be recorded, as for START. The dose lies within the hard limit and the
+duration within the bolus range, no faster than the mechanism can stroke; the largest
+rolling-24 h total from now on, with planned basal (as if therapy were started after
+it) and this bolus, stays within the hard limit; and the reservoir holds it above the
+empty level.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocol.codes import TherapyState
+
 from ..prescription import MAX_BOLUS_DURATION_S, MIN_BOLUS_DURATION_S
 from . import Refusal, limit24h, out_of_range, reservoir, wrong_state
+from .start import NOT_FILLED
 
 
 @dataclass(frozen=True)
 class ClinicianBolusFacts:
-    running: bool
+    state: TherapyState
+    has_prescription: bool
+    holds_another_drug: str | None  # what the reservoir holds, when the prescription names another
+    reservoir_known: bool  # a fill has been recorded
+    high_alarm: bool
     bolus_active: bool
     dose_ng: int
     dose_fg: int
@@ -24,15 +36,23 @@ class ClinicianBolusFacts:
     max_dose_24h_ng: int
     strokes: int  # whole strokes nearest the dose
     min_stroke_interval_ms: int
-    window: limit24h.Window | None  # None while therapy does not run
+    window: limit24h.Window | None  # None without a prescription
     volume_nl: int
     reservoir_nl: int
     empty_level_nl: int
 
 
 def refusal(f: ClinicianBolusFacts) -> Refusal | None:
-    if not f.running or f.window is None:
-        return wrong_state("a clinician bolus needs therapy running")
+    if f.state not in (TherapyState.RUNNING, TherapyState.STOPPED):
+        return wrong_state(f"a clinician bolus needs therapy running or stopped, not {f.state.name.lower()}")
+    if not f.has_prescription or f.window is None:
+        return wrong_state("no prescription programmed")
+    if f.holds_another_drug is not None:
+        return wrong_state(f"{f.holds_another_drug}: refill with the drug programmed before a bolus")
+    if not f.reservoir_known:
+        return wrong_state(NOT_FILLED)
+    if f.high_alarm:
+        return wrong_state("a high-priority alarm stands: deal with it first")
     if f.bolus_active:
         return wrong_state("a bolus is in progress")
     if not 0 < f.dose_ng <= f.max_dose_24h_ng:

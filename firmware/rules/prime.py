@@ -1,4 +1,4 @@
-"""The priming bolus (SR-040, SR-016).
+"""The priming bolus (SR-040, SR-016, SR-046).
 
 Priming pushes reservoir fluid into the catheter. Whatever it pushes out of the catheter
 tip reaches the patient: into a primed catheter (or one whose contents are not known)
