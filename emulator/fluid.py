@@ -159,5 +159,10 @@ class FluidPath:
             self.reservoir_fg += fg_for(a, concentration_ng_per_ml)
         return w
 
+    def replace_catheter(self, volume_nl: int) -> None:
+        """A new catheter holding no drug (what fills it first is what the pump pushes)."""
+        self.catheter = deque([[volume_nl, 0]]) if volume_nl else deque()
+        self.pending_nl = self.pending_fg = 0  # (held in the old catheter, removed with it)
+
     def catheter_segments(self) -> list[list[int]]:
         return [list(s) for s in self.catheter]

@@ -295,7 +295,6 @@ class PumpHardware:
                     min_flow_nl_per_day=m.min_flow_nl_per_day,
                     max_strokes_per_run=m.max_strokes_per_run,
                     watchdog_window_ms=m.watchdog_window_ms,
-                    catheter_dead_volume_nl=m.catheter_dead_volume_nl,
                     battery_eri_mv=m.battery_eri_mv,
                     battery_eos_mv=m.battery_eos_mv,
                     odometer_strokes=self.odometer,
@@ -578,6 +577,15 @@ class PumpHardware:
         w = self.fluid.refill(withdraw_nl, add_nl, concentration_ng_per_ml, into_pocket)
         self.record("refill", f"withdrew {w} nL, injected {add_nl} nL{' into the pocket' if into_pocket else ''}")
         return w
+
+    def replace_catheter(self, volume_nl: int) -> int:
+        """Revision surgery: the old catheter, and what it held, leaves with the surgeon;
+        a new, empty one of volume_nl (0: the model's) takes its place."""
+        self._elapse()
+        volume_nl = volume_nl or self.model.catheter_dead_volume_nl
+        self.fluid.replace_catheter(volume_nl)
+        self.record("catheter", f"replaced with an empty catheter of {volume_nl} nL")
+        return volume_nl
 
     # ------------------------------------------------------------ persistence
 

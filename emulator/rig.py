@@ -50,6 +50,8 @@ from protocol.messages import (
     SimPowerCycleAck,
     SimRefill,
     SimRefillAck,
+    SimReplaceCatheter,
+    SimReplaceCatheterAck,
     SimSetSpeed,
     SimSetSpeedAck,
     Tone,
@@ -68,6 +70,7 @@ from .pump import PumpHardware
 NOISY_IDLE_WAIT_S = 0.05
 SIM_RANGE = next((lo, hi) for lo, hi, fam in FAMILY_RANGES if fam is MessageFamily.SIM_REQUEST)
 TONE_PAGE = 32
+MAX_CATHETER_NL = 2_000_000  # far beyond any implanted catheter
 
 
 class Controller(Protocol):
@@ -445,6 +448,10 @@ class Rig:
                 raise SimRefused(NakReason.OUT_OF_RANGE, "add_nl", f"more than twice the {cap} nL reservoir")
             w = hw.refill(msg.withdraw_nl, msg.add_nl, msg.concentration_ng_per_ml, msg.into_pocket)
             return SimRefillAck(withdrawn_nl=w, reservoir_nl=hw.fluid.reservoir_nl)
+        if isinstance(msg, SimReplaceCatheter):
+            if msg.volume_nl > MAX_CATHETER_NL:
+                raise SimRefused(NakReason.OUT_OF_RANGE, "volume_nl", f"a catheter holds at most {MAX_CATHETER_NL} nL")
+            return SimReplaceCatheterAck(volume_nl=hw.replace_catheter(msg.volume_nl))
         raise SimRefused(NakReason.UNKNOWN_TYPE, "", f"{type(msg).NAME} is not a sim-control request")
 
     def _inject(self, msg: SimInjectFault) -> None:

@@ -33,8 +33,8 @@ from protocol.messages import (
 from protocol.schema import NONE_U64
 
 from . import boot, host
+from .catheter import Catheter
 from .config import FirmwareConfig
-from .delivery import Catheter
 from .druglib import DrugLibrary
 from .guard import Fault, Made
 from .nvm import Nvm
@@ -144,7 +144,8 @@ class Controller:
             # counts in full.
             e.end_bolus(BolusOutcome.INTERRUPTED)
         if e.catheter is None:
-            e.catheter = Catheter(msg.catheter_dead_volume_nl, e.rx.concentration_ng_per_ml if e.rx else 0)
+            # Not from the hardware, which cannot know it: the volume the clinician entered.
+            e.catheter = Catheter(e.rx.catheter_volume_nl if e.rx else 0, e.reservoir_ng_per_ml)
         if booting:
             s.leave_boot()
             e.project_low(s.running)  # status shows the projection after a reset too

@@ -9,12 +9,13 @@ and plans the next run. It decides nothing about safety: it asks the guard
 
 from __future__ import annotations
 
-from protocol.codes import BolusKind, BolusOutcome, LogEvent, TherapyState
+from protocol.codes import BolusKind, BolusOutcome, CatheterState, LogEvent, TherapyState
 from protocol.messages import BolusFinished, BolusStarted
 
+from .catheter import Catheter
 from .clock import Clock
 from .config import FirmwareConfig
-from .delivery import ActiveBolus, Catheter
+from .delivery import ActiveBolus
 from .dose import FG_PER_NG, MS_PER_DAY, BasalAccumulator, next_change_ms, rate_at, stroke_fg, strokes_for
 from .guard import DeliveryFacts, Guard, Made, RunRequest
 from .hardware import Hardware
@@ -157,16 +158,30 @@ class Engine:
     def program(self, rx: Prescription, running: bool) -> None:
         if running:
             self.acc.accrue(self.rx.basal, self.clock.local_ms)  # the old schedule up to now
-        first = self.rx is None
         self.rx = rx
-        if first and self.catheter is not None:
-            self.catheter.fill(rx.concentration_ng_per_ml)  # a primed catheter holds this drug
+        if self.catheter is not None:
+            was = self.catheter.state
+            self.catheter.program(rx.catheter_volume_nl, self.reservoir_ng_per_ml)
+            self._catheter_changed(was)
         pb = rx.patient_bolus
         self.lockout_until_ms = lockout.after_change(
             self.clock.now_ms, pb.lockout_s if pb else None, self.lockout_until_ms
         )
         self.guard.stop_if(Purpose.BASAL)  # SR-013: no run planned at the old rate goes on
         self.outbox.touch("prescription", "delivery", "limits")
+
+    def replace_catheter(self, command_id: int) -> None:
+        """SR-049: a new, empty catheter of the prescription's volume (the clinician says so)."""
+        was = self.catheter.state
+        self.catheter.replaced(self.rx.catheter_volume_nl)
+        self.outbox.record(LogEvent.CATHETER_REPLACED, command_id, self.catheter.volume_nl)
+        self._catheter_changed(was)
+        self.outbox.touch("delivery")
+
+    def _catheter_changed(self, was: CatheterState) -> None:
+        now = self.catheter.state
+        if now is not was:
+            self.outbox.record(LogEvent.CATHETER_STATE, int(was), int(now))
 
     # ------------------------------------------------------------ boluses
 
@@ -255,6 +270,7 @@ class Engine:
             self.acc.accrue(self.rx.basal, self.clock.local_ms)
         now = self.clock.now_ms
         cath = self.catheter
+        was = cath.state if cath else None
         for _ in range(made.strokes):
             fg = cath.push(stroke_nl, res_conc) if cath else stroke_nl * res_conc
             self.reservoir.delivered(stroke_nl)
@@ -265,6 +281,8 @@ class Engine:
             elif basal:
                 self.acc.pay(fg * MS_PER_DAY)
             self.history.add(now, fg)
+        if cath is not None:
+            self._catheter_changed(was)
         before = self.delivered_total_nl // MILESTONE_NL
         self.delivered_total_nl += made.strokes * stroke_nl
         if self.delivered_total_nl // MILESTONE_NL != before:

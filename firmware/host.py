@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from protocol import codec
-from protocol.codes import AlarmId, BolusKind, BolusOutcome, LogEvent, NakReason, TherapyState
+from protocol.codes import AlarmId, BolusKind, BolusOutcome, CatheterState, LogEvent, NakReason, TherapyState
 from protocol.errors import DecodeError
 from protocol.framing import PROTOCOL_VERSION, Frame, FrameErrorKind, parse_body
 from protocol.messages import (
@@ -26,6 +26,8 @@ from protocol.messages import (
     AlarmEntry,
     BolusRequest,
     BolusRequestAck,
+    CatheterReplaced,
+    CatheterReplacedAck,
     ClinicianBolus,
     ClinicianBolusAck,
     Hello,
@@ -59,7 +61,18 @@ from .delivery import ActiveBolus, Fill
 from .dose import FG_PER_NG, MS_PER_DAY, rate_at, volume_nl
 from .parts import Parts
 from .prescription import Prescription
-from .rules import Refusal, clinician_bolus, out_of_range, patient_bolus, prime, program, refill, start, wrong_state
+from .rules import (
+    Refusal,
+    catheter,
+    clinician_bolus,
+    out_of_range,
+    patient_bolus,
+    prime,
+    program,
+    refill,
+    start,
+    wrong_state,
+)
 from .rules import clock as clock_rule
 from .rules import lockout as lockout_rule
 from .rules import reservoir as reservoir_rule
@@ -113,6 +126,10 @@ def _is_host_request(msg_type: int) -> bool:
     return msg_type in HOST_LINK_TYPES and family_of(msg_type) is MessageFamily.HOST_REQUEST and msg_type in REGISTRY
 
 
+def _catheter_empty(p: Parts) -> bool:
+    return p.engine.catheter is not None and p.engine.catheter.state is CatheterState.EMPTY
+
+
 def _holds_another_drug(p: Parts) -> str | None:
     rx, fill = p.engine.rx, p.engine.reservoir.fill
     if rx is None or program.matches_fill(rx, fill):
@@ -161,6 +178,8 @@ def status(p: Parts, msg: Status) -> StatusAck:
         ),
         battery_mv=min(0xFFFF, p.hardware.battery_mv),
         last_command_id=p.commands.last_id,
+        catheter_state=e.catheter.state if e.catheter else CatheterState.UNKNOWN,
+        catheter_volume_nl=rx.catheter_volume_nl if rx else 0,
     )
 
 
@@ -178,6 +197,7 @@ def read_prescription(p: Parts, msg: ReadPrescription) -> ReadPrescriptionAck:
             bolus_max_per_24h=0,
             max_dose_24h_ng=0,
             low_reservoir_ul=0,
+            catheter_volume_nl=0,
         )
     return ReadPrescriptionAck(present=True, **rx.wire_fields())
 
@@ -230,6 +250,7 @@ def start_request(p: Parts, msg: Start) -> StartAck | Refusal:
             high_alarm=s.high_alarm(),
             reservoir_known=p.engine.reservoir_known,
             reservoir_empty=p.engine.reservoir_empty(),
+            catheter_empty=_catheter_empty(p),
         )
     )
     if refused is not None:
@@ -313,6 +334,7 @@ def clinician_bolus_request(p: Parts, msg: ClinicianBolus) -> ClinicianBolusAck 
             holds_another_drug=_holds_another_drug(p),
             reservoir_known=e.reservoir_known,
             high_alarm=s.high_alarm(),
+            catheter_empty=_catheter_empty(p),
             bolus_active=e.bolus is not None,
             dose_ng=msg.dose_ng,
             dose_fg=strokes * e.tip_stroke_fg() if rx else 0,  # as it will be given
@@ -348,7 +370,7 @@ def prime_request(p: Parts, msg: Prime) -> PrimeAck | Refusal:
             bolus_active=e.bolus is not None,
             volume_nl=msg.volume_nl,
             stroke_nl=lim.stroke_nl,
-            catheter_volume_nl=p.hardware.info.catheter_dead_volume_nl,
+            catheter_volume_nl=rx.catheter_volume_nl if rx else 0,
             drug_fg=drug_fg,
             window_fg=e.history.window_fg(p.clock.now_ms),
             max_dose_24h_fg=e.max_dose_24h_fg,
@@ -374,6 +396,27 @@ def prime_request(p: Parts, msg: Prime) -> PrimeAck | Refusal:
         )
     )
     return PrimeAck(command_id=msg.command_id)
+
+
+def catheter_replaced(p: Parts, msg: CatheterReplaced) -> CatheterReplacedAck | Refusal:
+    """SR-049: the clinician declares the catheter new and empty."""
+    e = p.engine
+    rx = e.rx
+    refused = p.commands.refusal(msg.command_id) or catheter.replaced_refusal(
+        catheter.ReplacedFacts(
+            state=p.supervisor.state,
+            has_prescription=rx is not None,
+            catheter_volume_nl=rx.catheter_volume_nl if rx else 0,
+            bolus_active=e.bolus is not None,
+        )
+    )
+    if refused is not None:
+        return refused
+    p.commands.accept(msg.command_id)
+    e.replace_catheter(msg.command_id)
+    return CatheterReplacedAck(
+        command_id=msg.command_id, catheter_state=e.catheter.state, catheter_volume_nl=e.catheter.volume_nl
+    )
 
 
 def _begin(p: Parts, command_id: int, kind: BolusKind, dose_ng: int, duration_s: int) -> None:
@@ -500,6 +543,7 @@ HANDLERS: dict[type[Message], Callable] = {
     BolusRequest: bolus_request,
     ClinicianBolus: clinician_bolus_request,
     Prime: prime_request,
+    CatheterReplaced: catheter_replaced,
     RefillBegin: refill_begin,
     RefillComplete: refill_complete,
     AlarmAck: alarm_ack,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from protocol.codes import LogEvent, Role, TherapyState
 
-from .delivery import ActiveBolus, Catheter, Fill
+from .catheter import Catheter
+from .delivery import ActiveBolus, Fill
 from .dose import BasalAccumulator
 from .eventlog import LogRecord
 from .guard import Run
@@ -72,8 +73,7 @@ class Persist:
             ) = d
             e.acc = BasalAccumulator(owed, at_ms)
             if cath is not None:
-                e.catheter = Catheter(sum(s[0] for s in cath), 0)
-                e.catheter.load(cath)
+                e.catheter = Catheter.from_data(cath)
             e.bolus = ActiveBolus.from_data(bolus) if bolus else None
             p.guard.restore(odometer, last_stroke, [Run.from_data(r) for r in runs])
         fill = data.get("fill")

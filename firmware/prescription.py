@@ -18,6 +18,8 @@ MAX_BOLUS_DURATION_S = 3_600
 MIN_LOCKOUT_S = 15 * 60  # PCA convention: 15 min to 24 h
 MAX_LOCKOUT_S = S_PER_DAY
 MAX_BOLUSES_PER_24H = 48
+# An intrathecal catheter holds a few uL per cm: 2 mL is far beyond any implanted length.
+MAX_CATHETER_VOLUME_NL = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Prescription:
     patient_bolus: PatientBolus | None
     max_dose_24h_ng: int
     low_reservoir_ul: int
+    catheter_volume_nl: int = 0  # as the clinician entered it; 0 = not entered
 
     @staticmethod
     def from_message(msg: Program | ReadPrescriptionAck) -> Prescription:
@@ -70,6 +73,7 @@ class Prescription:
             patient_bolus=bolus,
             max_dose_24h_ng=msg.max_dose_24h_ng,
             low_reservoir_ul=msg.low_reservoir_ul,
+            catheter_volume_nl=msg.catheter_volume_nl,
         )
 
     def to_dict(self) -> dict:
@@ -81,6 +85,7 @@ class Prescription:
             "patient_bolus": [b.dose_ng, b.duration_s, b.lockout_s, b.max_per_24h] if b else None,
             "max_dose_24h_ng": self.max_dose_24h_ng,
             "low_reservoir_ul": self.low_reservoir_ul,
+            "catheter_volume_nl": self.catheter_volume_nl,
         }
 
     @staticmethod
@@ -93,6 +98,7 @@ class Prescription:
             patient_bolus=PatientBolus(*b) if b else None,
             max_dose_24h_ng=d["max_dose_24h_ng"],
             low_reservoir_ul=d["low_reservoir_ul"],
+            catheter_volume_nl=d.get("catheter_volume_nl", 0),
         )
 
     def wire_fields(self) -> dict:
@@ -107,6 +113,7 @@ class Prescription:
             "bolus_max_per_24h": b.max_per_24h if b else 0,
             "max_dose_24h_ng": self.max_dose_24h_ng,
             "low_reservoir_ul": self.low_reservoir_ul,
+            "catheter_volume_nl": self.catheter_volume_nl,
         }
 
 

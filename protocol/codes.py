@@ -117,6 +117,14 @@ class BeepPattern(IntEnum):
     HARDWARE_ALARM = 4  # sounded by the pump itself when its watchdog trips
 
 
+class CatheterState(IntEnum):
+    """What the firmware knows of the catheter, as the clinician declared it and strokes since."""
+
+    UNKNOWN = 0  # its contents are not known: counted as holding the reservoir's drug
+    EMPTY = 1  # replaced (implant or revision) and not yet primed to its volume: no drug at the tip
+    PRIMED = 2  # holds the reservoir's drug (primed through, or its volume pushed through since)
+
+
 class BolusKind(IntEnum):
     PATIENT = 1  # requested by the patient (BOLUS_REQUEST)
     CLINICIAN = 2  # ordered by a clinician (CLINICIAN_BOLUS)
@@ -198,3 +206,5 @@ class LogEvent(IntEnum):
     NVM_OUTDATED = 24  # arg0 what proves it (MemoryProof), arg1 by how much (boots or strokes)
     BASAL_FORFEITED = 25  # arg0 strokes of basal given up instead of caught up, arg1 their drug in ng
     ODOMETER_WENT_BACK = 26  # arg0 strokes the controller had counted, arg1 the pump's odometer (both low 32 bits)
+    CATHETER_REPLACED = 28  # arg0 command id, arg1 catheter volume nL (the catheter is now empty)
+    CATHETER_STATE = 29  # arg0 old state (CatheterState), arg1 new state (CatheterState)

@@ -16,6 +16,7 @@ from .codes import (
     BolusDecision,
     BolusKind,
     BolusOutcome,
+    CatheterState,
     Fault,
     Link,
     LogEvent,
@@ -123,6 +124,12 @@ PRESCRIPTION_FIELDS = (
     F("bolus_max_per_24h", U8, "patient boluses allowed in any rolling 24 h"),
     F("max_dose_24h_ng", U32, "hard limit on all drug (basal and every bolus) in any rolling 24 h"),
     F("low_reservoir_ul", U32, "low-reservoir alarm threshold, uL"),
+    F(
+        "catheter_volume_nl",
+        U32,
+        "catheter volume from the pump outlet to its tip as the clinician entered it (catheter model and "
+        "trimmed length), nL; 0 = not entered",
+    ),
 )
 
 # ---------------------------------------------------------------- pump link: controller -> pump
@@ -253,7 +260,6 @@ HwInfo = make_message(
         F("min_flow_nl_per_day", U32, "slowest basal flow the pump delivers accurately, nL/day"),
         F("max_strokes_per_run", U16, "largest run MOTOR_RUN may ask for"),
         F("watchdog_window_ms", U32, "hardware watchdog window"),
-        F("catheter_dead_volume_nl", U32, "volume between the pump outlet and the catheter tip"),
         F("battery_eri_mv", U16, "elective replacement indicator threshold"),
         F("battery_eos_mv", U16, "end-of-service threshold"),
         F("odometer_strokes", U32, "strokes made since manufacture: a controller settles its count at boot"),
@@ -324,6 +330,8 @@ StatusAck = make_message(
         F("alarms", Array(MAX_ALARMS, AlarmEntry), "latched alarms"),
         F("battery_mv", U16, "battery voltage, mV"),
         F("last_command_id", U32, "command_id of the last command accepted that carried one (0 = none)"),
+        F("catheter_state", EnumField(U8, CatheterState), "what the firmware knows of the catheter"),
+        F("catheter_volume_nl", U32, "the catheter's volume as programmed, nL; 0 = not entered"),
     ),
     answers=Status,
 )
@@ -403,11 +411,32 @@ ClinicianBolusAck = make_message(
 Prime = make_message(
     0x47,
     "PRIME",
-    "Priming bolus: fill the catheter dead volume. Not counted as drug to the patient.",
+    "Priming bolus, therapy stopped: push reservoir fluid into the catheter. Into an empty catheter (see "
+    "CATHETER_REPLACED), up to its volume, what leaves the tip is no drug; beyond it, and into a primed or "
+    "unknown catheter, it is drug, counted in the rolling 24 h and refused if it would break the hard limit.",
     (_cmd(), F("volume_nl", U32, "volume to push, nL")),
     roles=CLIN,
 )
 PrimeAck = make_message(0x67, "PRIME_ACK", "Priming started.", (_cmd(),), answers=Prime)
+CatheterReplaced = make_message(
+    0x4E,
+    "CATHETER_REPLACED",
+    "The clinician declares the catheter new and empty (implant or revision surgery), of the volume the "
+    "prescription names: priming into it, up to that volume, is not drug to the patient. Therapy stopped.",
+    (_cmd(),),
+    roles=CLIN,
+)
+CatheterReplacedAck = make_message(
+    0x6E,
+    "CATHETER_REPLACED_ACK",
+    "The catheter is recorded as empty.",
+    (
+        _cmd(),
+        F("catheter_state", EnumField(U8, CatheterState), "the catheter's state now (EMPTY)"),
+        F("catheter_volume_nl", U32, "its volume, nL"),
+    ),
+    answers=CatheterReplaced,
+)
 RefillBegin = make_message(
     0x48,
     "REFILL_BEGIN",
@@ -670,6 +699,21 @@ SimRefill = make_message(
         F("into_pocket", Bool(), "1: the injection misses the reservoir"),
     ),
     roles=SIM,
+)
+SimReplaceCatheter = make_message(
+    0xA7,
+    "SIM_REPLACE_CATHETER",
+    "Revision surgery: the catheter is replaced with an empty one (no drug in it), of volume_nl "
+    "(0 = the pump model's catheter volume). The firmware is not told: a clinician declares it (CATHETER_REPLACED).",
+    (F("volume_nl", U32, "the new catheter's volume, nL; 0 = the pump model's"),),
+    roles=SIM,
+)
+SimReplaceCatheterAck = make_message(
+    0xB7,
+    "SIM_REPLACE_CATHETER_ACK",
+    "The catheter was replaced.",
+    (F("volume_nl", U32, "the new catheter's volume, nL"),),
+    answers=SimReplaceCatheter,
 )
 SimRefillAck = make_message(
     0xB6,

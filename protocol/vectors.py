@@ -37,6 +37,7 @@ from .codes import (
     BolusDecision,
     BolusKind,
     BolusOutcome,
+    CatheterState,
     Fault,
     Link,
     LogEvent,
@@ -74,6 +75,8 @@ from .messages import (
     BolusRequest,
     BolusRequestAck,
     BolusStarted,
+    CatheterReplaced,
+    CatheterReplacedAck,
     ClinicianBolus,
     ClinicianBolusAck,
     ControllerStart,
@@ -117,6 +120,8 @@ from .messages import (
     SimPowerCycleAck,
     SimRefill,
     SimRefillAck,
+    SimReplaceCatheter,
+    SimReplaceCatheterAck,
     SimSetSpeed,
     SimSetSpeedAck,
     SleepUntil,
@@ -169,6 +174,7 @@ def reference_prescription() -> dict[str, Any]:
         "bolus_max_per_24h": 6,
         "max_dose_24h_ng": 3 * MG,
         "low_reservoir_ul": 2000,
+        "catheter_volume_nl": 200_000,
     }
 
 
@@ -183,6 +189,7 @@ def _no_prescription() -> dict[str, Any]:
         "bolus_max_per_24h": 0,
         "max_dose_24h_ng": 0,
         "low_reservoir_ul": 0,
+        "catheter_volume_nl": 0,
     }
 
 
@@ -252,7 +259,6 @@ def _examples() -> list[tuple[str, Message, int]]:
                 min_flow_nl_per_day=48_000,
                 max_strokes_per_run=1_000,
                 watchdog_window_ms=2_000,
-                catheter_dead_volume_nl=150_000,
                 battery_eri_mv=2_600,
                 battery_eos_mv=2_400,
                 odometer_strokes=48_213,
@@ -285,6 +291,7 @@ def _examples() -> list[tuple[str, Message, int]]:
         ("LOG_READ", LogRead(from_seq=100, max_entries=4), 12),
         ("SET_CLOCK", SetClock(command_id=9, clock_s=CLOCK_S), 13),
         ("READ_PRESCRIPTION", ReadPrescription(), 14),
+        ("CATHETER_REPLACED", CatheterReplaced(command_id=10), 16),
         # host link: responses
         ("HELLO_ACK", hello_ack, 1),
         (
@@ -307,6 +314,8 @@ def _examples() -> list[tuple[str, Message, int]]:
                 alarms=(AlarmEntry(alarm=AlarmId.LOW_RESERVOIR, priority=Priority.LOW, acknowledged=False),),
                 battery_mv=3_050,
                 last_command_id=4,
+                catheter_state=CatheterState.PRIMED,
+                catheter_volume_nl=200_000,
             ),
             2,
         ),
@@ -330,6 +339,8 @@ def _examples() -> list[tuple[str, Message, int]]:
                 alarms=(),
                 battery_mv=3_200,
                 last_command_id=0,
+                catheter_state=CatheterState.UNKNOWN,
+                catheter_volume_nl=0,
             ),
             2,
         ),
@@ -361,6 +372,11 @@ def _examples() -> list[tuple[str, Message, int]]:
         # 0.25 mg at 5 mg/mL = 0.05 mL
         ("CLINICIAN_BOLUS_ACK", ClinicianBolusAck(command_id=5, volume_nl=50_000), 7),
         ("PRIME_ACK", PrimeAck(command_id=6), 8),
+        (
+            "CATHETER_REPLACED_ACK",
+            CatheterReplacedAck(command_id=10, catheter_state=CatheterState.EMPTY, catheter_volume_nl=200_000),
+            16,
+        ),
         ("REFILL_BEGIN_ACK", RefillBeginAck(command_id=7, expected_reservoir_nl=2_000_000), 9),
         ("REFILL_COMPLETE_ACK", RefillCompleteAck(command_id=8, discrepancy_nl=-50_000, reservoir_nl=20_000_000), 10),
         ("ALARM_ACK_ACK", AlarmAckAck(alarm=AlarmId.LOW_RESERVOIR, still_active=True), 11),
@@ -471,6 +487,8 @@ def _examples() -> list[tuple[str, Message, int]]:
         ),
         ("SIM_POWER_CYCLE_ACK", SimPowerCycleAck(boot_count=2), 6),
         ("SIM_REFILL_ACK", SimRefillAck(withdrawn_nl=1_941_500, reservoir_nl=20_000_000), 7),
+        ("SIM_REPLACE_CATHETER", SimReplaceCatheter(volume_nl=150_000), 8),
+        ("SIM_REPLACE_CATHETER_ACK", SimReplaceCatheterAck(volume_nl=150_000), 8),
     ]
     return rx
 

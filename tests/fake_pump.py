@@ -68,7 +68,6 @@ def hw_info(**changes: object) -> HwInfo:
         "min_flow_nl_per_day": 48_000,
         "max_strokes_per_run": 64,
         "watchdog_window_ms": 300_000,
-        "catheter_dead_volume_nl": 200_000,
         "battery_eri_mv": 3_300,
         "battery_eos_mv": 3_100,
         "odometer_strokes": 0,

@@ -582,6 +582,7 @@ def program_message(command_id: int, **fields: Any):
         "bolus": (0, 0, 0, 0),
         "max_dose_24h_ng": 5_000_000,
         "low_reservoir_ul": 2_000,
+        "catheter_volume_nl": 200_000,  # the default pump model's catheter
     }
     f.update(fields)
     dose, duration, lockout, most = f.pop("bolus")

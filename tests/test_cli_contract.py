@@ -42,6 +42,8 @@ STATUS_KEYS = {
     "alarms",
     "battery_mv",
     "last_command_id",
+    "catheter_state",
+    "catheter_volume_ul",
 }
 
 
@@ -494,6 +496,38 @@ def test_refill_ack_and_clinician_bolus(procs, tmp_path):
     assert cli.json("status")["state"] == "running"  # back to what it was
     human = cli.ok("refill", "begin")
     assert "expect to withdraw 5 mL" in human
+
+
+def test_catheter_replaced_prime_and_the_surgery_in_the_emulator(procs):
+    _, cli = pump(procs)
+    fresh = cli.json("status")
+    assert (fresh["catheter_state"], fresh["catheter_volume_ul"]) == ("unknown", None)
+    cli.json("program", str(REPO / "examples" / "morphine.toml"))  # [catheter] volume = "0.2 mL"
+    record_fill(cli)
+    st = cli.json("status")
+    assert (st["catheter_state"], st["catheter_volume_ul"]) == ("unknown", 200)
+    assert "unknown, 200 uL" in cli.ok("status")
+    assert cli.json("sim", "replace-catheter", "--volume", "0.15 mL") == {"volume_ul": 150}
+    assert cli.json("sim", "replace-catheter") == {"volume_ul": 200}  # the pump model's
+    done = cli.json("catheter-replaced")
+    assert done == {"catheter_state": "empty", "catheter_volume_ul": 200, "command_id": done["command_id"]}
+    assert "prime it" in cli.ok("catheter-replaced")
+    refused = cli.json("start", code=3)
+    assert refused["reason"] == "wrong_state" and "catheter is empty" in refused["error"]
+    primed = cli.json("prime", "0.25 mL")
+    assert primed == {"volume_ul": 250, "command_id": primed["command_id"]}
+    cli.json("sim", "advance", "15min")
+    st = cli.json("status")
+    assert st["catheter_state"] == "primed" and st["dose_24h_ng"] == 250_000  # 50 uL beyond it
+    assert abs(cli.json("sim", "truth")["delivered_ng"] - 250_000) <= 2_500
+    log = cli.json("log")["events"]
+    assert {"type": "catheter_state", "old_catheter_state": "empty", "catheter_state": "primed"}.items() <= next(
+        e for e in log if e["type"] == "catheter_state" and e["arg1"] == 2
+    ).items()
+    assert cli.json("prime", "1 mL", code=3)["field"] == "volume_nl"  # over twice the catheter
+    assert cli.run("prime", "0.2 mLL").returncode == 2  # a unit typo: a usage error, nothing sent
+    cli.json("start")
+    assert cli.json("catheter-replaced", code=3)["reason"] == "wrong_state"  # therapy running
 
 
 # ============================================================ sim-control

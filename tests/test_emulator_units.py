@@ -914,7 +914,6 @@ def test_bug_scripted_controller_without_hw_info_kicked_too_slowly():
                 min_flow_nl_per_day=48_000,
                 max_strokes_per_run=1,
                 watchdog_window_ms=10_000,
-                catheter_dead_volume_nl=0,
                 battery_eri_mv=2,
                 battery_eos_mv=1,
                 odometer_strokes=0,

@@ -103,6 +103,7 @@ BOLUS_NG = 100_000  # patient bolus: 0.1 mg = 200 strokes
 LOCKOUT_S = 7_200
 HARD_LIMIT_NG = 3_000_000
 FILL_NL = 12_000_000
+CATHETER_NL = 200_000  # the catheter volume the clinician programs
 DWELL = FirmwareConfig().occlusion_dwell_ms
 OCCLUDED_PA = FirmwareConfig().occlusion_pressure_pa
 
@@ -169,6 +170,7 @@ def program(p: FakePump, **changes: object) -> Program:
         "bolus_max_per_24h": 6,
         "max_dose_24h_ng": HARD_LIMIT_NG,
         "low_reservoir_ul": 2_000,
+        "catheter_volume_nl": CATHETER_NL,
     }
     fields.update(changes)
     return Program(**fields)
@@ -1031,7 +1033,7 @@ def test_rule_bridging_after_a_refill_at_double_concentration_accounts_the_dead_
     s = status(p)
     assert (s.state, s.concentration_ng_per_ml) == (TherapyState.RUNNING, 2 * CONC)
     refilled = p.now_ms
-    dead_strokes = hw_info().catheter_dead_volume_nl // STROKE_NL  # 400
+    dead_strokes = CATHETER_NL // STROKE_NL  # 400
     p.run_until(lambda: len(p.strokes) == old + dead_strokes, DAY)
     # the old drug (1 mg/mL) came out of the catheter tip: 500 ng a stroke
     assert status(p).dose_24h_ng == before.dose_24h_ng + dead_strokes * STROKE_NG

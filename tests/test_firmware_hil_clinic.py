@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.codes import BolusKind, BolusOutcome, Fault, Link, NakReason, TherapyState
+from protocol.codes import BolusKind, BolusOutcome, CatheterState, Fault, Link, NakReason, TherapyState
 from protocol.messages import (
     BolusFinished,
     Prime,
@@ -208,3 +208,103 @@ def test_a_single_bolus_is_refused_while_a_high_alarm_stands(procs):
     assert refused.value.reason is NakReason.WRONG_STATE and "high-priority alarm" in refused.value.nak.detail
     pump.advance(HOUR)
     assert pump.truth().strokes_total == before.strokes_total
+
+
+def revised_pump(procs: Procs) -> PumpHost:
+    """A stopped pump (as stopped_pump) whose catheter a surgeon has just replaced with an
+    empty 0.2 mL one, and the clinician has said so."""
+    pump = stopped_pump(procs)
+    assert pump.client.replace_catheter(200_000) == 200_000
+    ack = pump.client.catheter_replaced()
+    assert (ack.catheter_state, ack.catheter_volume_nl) == (CatheterState.EMPTY, 200_000)
+    return pump
+
+
+@pytest.mark.req("SR-049")
+def test_priming_a_replaced_catheter_up_to_its_volume_is_no_drug_and_beyond_it_is(procs):
+    """After revision surgery the new catheter is empty: priming fills it before any drug
+    reaches the tip. The firmware counts nothing for that part and the 24 h total for the
+    rest, as ground truth measures it. Until primed, START and a bolus are refused."""
+    pump = revised_pump(procs)
+    st = pump.status()
+    assert (st.catheter_state, st.catheter_volume_nl) == (CatheterState.EMPTY, 200_000)
+    for request in (lambda: pump.start(), lambda: pump.client.clinician_bolus(MG // 10, 600)):
+        with pytest.raises(Refused) as refused:
+            request()
+        assert "catheter is empty" in refused.value.nak.detail
+    pump.client.prime(150_000)  # three quarters of it: no drug out yet
+    pump.advance(10 * 60_000)
+    assert pump.truth().delivered_ng == 0 and pump.status().dose_24h_ng == 0
+    assert pump.status().catheter_state is CatheterState.EMPTY
+    pump.client.prime(100_000)  # the last 50 uL fill it, then 50 uL of drug out: 0.25 mg
+    pump.advance(10 * 60_000)
+    gt, st = pump.truth(), pump.status()
+    assert abs(gt.delivered_ng - MG // 4) <= STROKE_NG
+    assert abs(st.dose_24h_ng - gt.delivered_ng) <= STROKE_NG
+    assert st.catheter_state is CatheterState.PRIMED
+    pump.start()
+    pump.advance(HOUR)
+    assert pump.truth().delivered_ng > gt.delivered_ng  # basal reaches the patient at once
+
+
+@pytest.mark.req("SR-049", "SR-040")
+def test_priming_beyond_an_empty_catheter_counts_and_is_refused_at_the_hard_limit(procs):
+    """Attack: prime the most PRIME allows (twice the catheter) again and again after a
+    revision. Only the first catheter volume is free of drug; the rest counts, and the
+    prime that would break the 3 mg hard limit is refused. Ground truth stays within it."""
+    pump = revised_pump(procs)
+    refused = 0
+    for _ in range(4):
+        try:
+            pump.client.prime(400_000)
+        except Refused as e:
+            assert (e.reason, e.field) == (NakReason.OUT_OF_RANGE, "volume_nl") and "hard limit" in e.nak.detail
+            refused += 1
+        pump.advance(30 * 60_000)
+    gt = pump.truth()
+    assert refused >= 1
+    assert gt.delivered_ng <= 3 * MG + STROKE_NG
+    assert abs(pump.status().dose_24h_ng - gt.delivered_ng) <= STROKE_NG
+
+
+@pytest.mark.req("SR-049")
+def test_a_reset_while_priming_an_empty_catheter_keeps_what_it_holds(procs):
+    """Attack: a power cycle part-way through priming a new catheter. The restarted
+    firmware still knows the catheter is part-filled (NVM), so the next prime counts the
+    drug it pushes out of the tip exactly as ground truth sees it: nothing is counted
+    free twice."""
+    pump = revised_pump(procs)
+    pump.client.prime(300_000)
+    pump.advance(60_000)  # part of it
+    pump.sim(SimPowerCycle(off_ms=1_000))
+    pump.advance(60_000)
+    st = pump.status()
+    assert (st.state, st.bolus_active) == (TherapyState.STOPPED, False)
+    assert st.catheter_state is CatheterState.EMPTY
+    pump.client.prime(400_000)
+    pump.advance(30 * 60_000)
+    gt, st = pump.truth(), pump.status()
+    assert gt.delivered_ng > 0 and st.catheter_state is CatheterState.PRIMED
+    # The abandoned prime's planned drug (its last 100 uL beyond the catheter: 0.5 mg)
+    # counts in full (SR-011); beyond that, the firmware counts what ground truth saw.
+    assert abs(st.dose_24h_ng - MG // 2 - gt.delivered_ng) <= STROKE_NG
+
+
+@pytest.mark.req("SR-049")
+def test_a_catheter_whose_contents_are_unknown_counts_priming_as_drug(procs):
+    """The catheter's volume changed in a program (or was never entered): its contents are
+    unknown, so priming counts as drug even where ground truth says none came out. No
+    volume at all: no priming (the pump cannot know how much it takes)."""
+    pump = revised_pump(procs)
+    pump.client.prime(100_000)
+    pump.advance(10 * 60_000)
+    pump.program(basal=((0, 2 * MG),), max_dose_24h_ng=3 * MG, catheter_volume_nl=180_000)
+    assert pump.status().catheter_state is CatheterState.UNKNOWN
+    pump.client.prime(50_000)
+    pump.advance(10 * 60_000)
+    assert pump.truth().delivered_ng == 0  # the fluid is still filling the new catheter
+    assert pump.status().dose_24h_ng == MG // 4  # counted as drug: what it holds is not known
+    pump.program(basal=((0, 2 * MG),), max_dose_24h_ng=3 * MG, catheter_volume_nl=0)
+    with pytest.raises(Refused) as refused:
+        pump.client.prime(50_000)
+    assert "catheter's volume" in refused.value.nak.detail

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 
 from firmware.board.druglib import load_library
+from firmware.catheter import Catheter
 from firmware.config import FirmwareConfig
-from firmware.delivery import ActiveBolus, Catheter, Fill
+from firmware.delivery import ActiveBolus, Fill
 from firmware.guard import RunRequest
 from firmware.parts import Parts
 from firmware.prescription import BasalStep, Prescription

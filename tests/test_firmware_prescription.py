@@ -42,6 +42,7 @@ def reference(**changes: object) -> Prescription:
         patient_bolus=REF_BOLUS,
         max_dose_24h_ng=3 * MG,
         low_reservoir_ul=2_000,
+        catheter_volume_nl=200_000,
     )
     return dataclasses.replace(p, **changes)
 
@@ -452,3 +453,14 @@ def test_rule_config_file_overrides_and_unknown_keys_are_refused(tmp_path: Path)
     f.write_text("empty_reservoir_ml = 1\n")
     with pytest.raises(ValueError, match="empty_reservoir_ml"):
         load_config(f)
+
+
+@pytest.mark.parametrize("volume", [0, 500, 200_000, 2_000_000])
+def test_a_catheter_volume_not_entered_or_plausible_is_accepted(volume):
+    accepted(reference(catheter_volume_nl=volume))
+
+
+@pytest.mark.parametrize("volume", [1, 499, 2_000_001])
+def test_a_catheter_volume_below_a_stroke_or_beyond_any_catheter_is_refused(volume):
+    e = refusal(reference(catheter_volume_nl=volume))
+    assert e.field == "catheter_volume_nl" and "500..2000000 nL" in e.error and "trimmed length" in e.error

@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware.alarms import AlarmSet
+from firmware.catheter import Catheter
 from firmware.config import FirmwareConfig
-from firmware.delivery import Catheter, Fill
+from firmware.delivery import Fill
 from firmware.eventlog import EventLog
 from firmware.reservoir import Reservoir
 from firmware.rules import reservoir as reservoir_rule
@@ -26,7 +27,7 @@ from firmware.rules.occlusion import confirmed as occlusion_confirmed
 from firmware.rules.patient_bolus import BolusFacts, decide
 from firmware.rules.run import Purpose, RunFacts, Stop, StrokeFacts, refusal, stroke_refusal
 from firmware.therapy import Therapy, diagram_document
-from protocol.codes import AlarmId, BeepPattern, BolusDecision, LogEvent, Priority, TherapyState
+from protocol.codes import AlarmId, BeepPattern, BolusDecision, CatheterState, LogEvent, Priority, TherapyState
 from tests.strategies import scaled
 
 FG = 1_000_000  # fg per ng
@@ -712,9 +713,9 @@ def test_rule_catheter_conserves_drug_and_volume(dead, pushes):
     for nl, conc in pushes:
         out += c.push(nl, conc)
         inside += nl * conc
-    held = sum(v * k for v, k in c.to_data())
+    held = sum(v * k for v, k in c.segments_tip_first())
     assert out + held == inside
-    assert sum(v for v, _ in c.to_data()) == dead
+    assert sum(v for v, _ in c.segments_tip_first()) == dead
 
 
 def test_rule_catheter_without_dead_volume_delivers_the_reservoir_drug():
@@ -723,19 +724,59 @@ def test_rule_catheter_without_dead_volume_delivers_the_reservoir_drug():
     assert not c.bridging
 
 
-def test_rule_catheter_priming_fills_the_dead_volume_with_the_reservoir_drug():
+def test_rule_catheter_replaced_is_empty_pushes_no_drug_up_to_its_volume_then_is_primed():
+    """SR-049: an empty catheter fills before drug reaches the tip."""
     c = Catheter(200_000, OLD)
-    c.push(STROKE, NEW)
-    c.fill(NEW)
-    assert not c.bridging and c.to_data() == [[200_000, NEW]]
-    assert c.push(STROKE, NEW) == STROKE * NEW
+    c.replaced(100_000)  # 200 strokes
+    assert c.state is CatheterState.EMPTY and c.volume_nl == 100_000
+    out = [c.push(STROKE, NEW) for _ in range(201)]
+    assert out[:200] == [0] * 200 and out[200] == STROKE * NEW
+    assert c.state is CatheterState.PRIMED
+
+
+def test_rule_catheter_state_unknown_until_its_volume_has_been_pushed_through():
+    c = Catheter()
+    assert c.state is CatheterState.UNKNOWN  # no volume entered
+    assert c.push(STROKE, OLD) == STROKE * OLD  # counted at the reservoir's drug
+    c.program(1_000, OLD)  # two strokes
+    assert c.state is CatheterState.UNKNOWN and c.segments_tip_first() == ((1_000, OLD),)
+    c.push(STROKE, OLD)
+    assert c.state is CatheterState.UNKNOWN
+    c.push(STROKE, OLD)
+    assert c.state is CatheterState.PRIMED
+    c.program(1_000, NEW)  # the same volume: nothing changes
+    assert c.state is CatheterState.PRIMED
+    c.program(2_000, OLD)  # another volume: its contents no longer known
+    assert c.state is CatheterState.UNKNOWN and c.segments_tip_first() == ((2_000, OLD),)
+
+
+def test_rule_catheter_an_empty_catheter_takes_a_new_volume_but_a_partly_primed_one_becomes_unknown():
+    c = Catheter(200_000, OLD)
+    c.replaced(100_000)
+    c.program(150_000, OLD)  # declared replaced first, its volume programmed after
+    assert c.state is CatheterState.EMPTY and c.segments_tip_first() == ((150_000, 0),)
+    c.push(STROKE, OLD)
+    c.program(100_000, OLD)
+    assert c.state is CatheterState.UNKNOWN
+    assert c.push(STROKE, OLD) == STROKE * OLD  # counted as drug: what it holds is not known
 
 
 def test_rule_catheter_state_round_trips():
     c = Catheter(200_000, OLD)
     for _ in range(123):
         c.push(STROKE, NEW)
-    d = Catheter(0, 0)
-    d.load(c.to_data())
-    assert d.to_data() == c.to_data() == [[200_000 - 123 * STROKE, OLD], [123 * STROKE, NEW]]
+    d = Catheter.from_data(c.to_data())
+    assert (
+        d.to_data()
+        == c.to_data()
+        == [200_000, 200_000 - 123 * STROKE, [[200_000 - 123 * STROKE, OLD], [123 * STROKE, NEW]]]
+    )
+    assert d.state is c.state is CatheterState.UNKNOWN
     assert [d.push(STROKE, NEW) for _ in range(300)] == [c.push(STROKE, NEW) for _ in range(300)]
+    assert d.state is c.state is CatheterState.PRIMED
+
+
+def test_rule_catheter_an_nvm_written_before_the_catheter_had_a_state_loads_as_unknown():
+    d = Catheter.from_data([[1_000, OLD], [500, NEW]])
+    assert d.state is CatheterState.UNKNOWN and d.volume_nl == 1_500
+    assert d.segments_tip_first() == ((1_000, OLD), (500, NEW))

@@ -21,7 +21,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from firmware.board.druglib import load_library
-from firmware.delivery import Catheter, Fill
+from firmware.catheter import Catheter
+from firmware.delivery import Fill
 from firmware.prescription import BasalStep, HwLimits, PatientBolus, Prescription
 from firmware.rules import Refusal, catchup, clinician_bolus, command_id, lockout, memory, prime, program, refill, start
 from firmware.rules.clock import BootTime, at_boot, set_clock_refusal
@@ -66,6 +67,7 @@ def reference(**changes: object) -> Prescription:
         patient_bolus=PatientBolus(dose_ng=100_000, duration_s=600, lockout_s=7_200, max_per_24h=6),
         max_dose_24h_ng=3 * MG,
         low_reservoir_ul=2_000,
+        catheter_volume_nl=200_000,
     )
     return dataclasses.replace(p, **changes)
 
@@ -172,8 +174,8 @@ def test_rule_limit24h_drug_out_matches_the_fluid_column_nl_by_nl(cath, reservoi
 )
 def test_rule_limit24h_drug_out_is_what_the_catheter_then_counts_stroke_by_stroke(cath, reservoir, strokes):
     # The guard's prediction for a run and the engine's count of its strokes agree.
-    c = Catheter(sum(nl for nl, _ in cath), 0)
-    c.load([[nl, conc] for nl, conc in cath])
+    vol = sum(nl for nl, _ in cath)
+    c = Catheter.from_data([vol, 0, [[nl, conc] for nl, conc in cath]])
     predicted = drug_out_fg(c.segments_tip_first(), reservoir, 500, strokes)
     assert predicted == sum(c.push(500, reservoir) for _ in range(strokes))
 
@@ -811,6 +813,7 @@ START_OK = start.StartFacts(
     high_alarm=False,
     reservoir_known=True,
     reservoir_empty=False,
+    catheter_empty=False,
 )
 START_REFUSALS = [
     (["start needs state stopped, not running"], {"state": RUNNING}),
@@ -819,6 +822,7 @@ START_REFUSALS = [
     (["high-priority alarm"], {"high_alarm": True}),
     (["not known", "record the fill"], {"reservoir_known": False}),
     (["empty level", "refill"], {"reservoir_empty": True}),
+    (["catheter is empty", "prime it"], {"catheter_empty": True}),
 ]
 
 
@@ -865,6 +869,7 @@ PRIME_REFUSALS = [
     (WRONG_STATE, [HELD_MORPHINE, "refill"], {"holds_another_drug": HELD_MORPHINE}),
     (WRONG_STATE, ["bolus is in progress"], {"bolus_active": True}),
     (WRONG_STATE, ["not known", "record the fill"], {"reservoir_known": False}),
+    (WRONG_STATE, ["catheter's volume", "prescription"], {"catheter_volume_nl": 0}),
     (OUT_OF_RANGE, ["500..400000 nL"], {"volume_nl": 499}),
     (OUT_OF_RANGE, ["hard limit"], {"window_fg": 2 * MG * FG + 1}),
     (OUT_OF_RANGE, ["empty level"], {"reservoir_nl": 1_200_000 - 1}),
@@ -897,7 +902,7 @@ def test_rule_prime_volume_from_a_stroke_to_twice_the_catheter(volume, ok):
 
 
 @pytest.mark.parametrize(
-    ("catheter", "volumes_ok", "volumes_refused"), [(0, [500], [499, 501]), (300, [500, 600], [601])]
+    ("catheter", "volumes_ok", "volumes_refused"), [(1, [500], [499, 501]), (300, [500, 600], [601])]
 )
 def test_rule_prime_a_catheter_smaller_than_a_stroke_still_allows_one(catheter, volumes_ok, volumes_refused):
     for v in volumes_ok:
@@ -944,6 +949,7 @@ CB_OK = clinician_bolus.ClinicianBolusFacts(
     holds_another_drug=None,
     reservoir_known=True,
     high_alarm=False,
+    catheter_empty=False,
     bolus_active=False,
     dose_ng=500_000,  # 0.5 mg: 200 strokes of 2500 ng over 10 min, one per 3 s
     dose_fg=500_000 * FG,
@@ -970,6 +976,7 @@ CB_REFUSALS = [
     (WRONG_STATE, "", ["holds ziconotide", "refill"], {"holds_another_drug": "the reservoir holds ziconotide"}),
     (WRONG_STATE, "", ["record the fill"], {"reservoir_known": False}),
     (WRONG_STATE, "", ["high-priority alarm"], {"high_alarm": True}),
+    (WRONG_STATE, "", ["catheter is empty", "prime it"], {"catheter_empty": True}),
     (WRONG_STATE, "", ["bolus is in progress"], {"bolus_active": True}),
     (OUT_OF_RANGE, "dose_ng", ["1..3000000 ng", "hard limit"], {"dose_ng": 0}),
     (OUT_OF_RANGE, "duration_s", ["60..3600 s"], {"duration_s": 59}),

@@ -96,6 +96,9 @@ def test_steps_keep_file_order_and_times(tmp_path):
         ),
         (lambda t: t.replace('max_dose_24h = "3 mg"', 'max_dose_24h = "5000 mg"'), "limits.max_dose_24h", "too large"),
         (lambda t: t + "[[", "file", "not valid TOML"),
+        (lambda t: t + "[catheter]\nvolume = '0.2 mLL'\n", "catheter.volume", "mLL"),
+        (lambda t: t + "[catheter]\nlength = '40 cm'\n", "catheter.length", "unknown key"),
+        (lambda t: t + "[catheter]\n", "catheter.volume", "missing"),
     ],
 )
 def test_bad_input_names_the_field(tmp_path, edit, field, says):
@@ -119,3 +122,10 @@ def test_pump_refusal_fields_map_back_to_file_names():
     assert file_field("max_dose_24h_ng") == "limits.max_dose_24h"
     assert file_field("concentration_ng_per_ml") == "concentration"
     assert file_field("something_else") == "something_else"
+    assert file_field("catheter_volume_nl") == "catheter.volume"
+
+
+def test_the_catheter_volume_is_read_and_is_not_entered_without_the_table(tmp_path):
+    assert load_program(write(tmp_path, GOOD), 1).catheter_volume_nl == 0
+    text = GOOD + "[catheter]\nvolume = '0.15 mL'\n"
+    assert load_program(write(tmp_path, text), 1).catheter_volume_nl == 150_000

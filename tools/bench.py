@@ -16,7 +16,7 @@ from typing import Any
 
 from protocol import codec
 from protocol.auth import FrameSigner, FrameVerifier
-from protocol.codes import AlarmId, Priority, Role, TherapyState
+from protocol.codes import AlarmId, CatheterState, Priority, Role, TherapyState
 from protocol.messages import AlarmEntry, BolusRequest, StatusAck
 from protocol.schema import NONE_U64
 
@@ -89,6 +89,8 @@ def example_status() -> StatusAck:
         alarms=(AlarmEntry(alarm=AlarmId.LOW_RESERVOIR, priority=Priority.LOW, acknowledged=False),),
         battery_mv=3_050,
         last_command_id=42,
+        catheter_state=CatheterState.PRIMED,
+        catheter_volume_nl=200_000,
     )
 
 

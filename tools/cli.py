@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=units.parse_duration_s(DEFAULT_CLINICIAN_BOLUS_DURATION),
         help=f"delivery duration (default {DEFAULT_CLINICIAN_BOLUS_DURATION})",
     )
+    pr = pump_cmd(sub, "prime", "a priming bolus, therapy stopped: push VOLUME into the catheter")
+    pr.add_argument("volume", type=VOLUME_NL, metavar="VOLUME", help="e.g. '0.2 mL' (at most twice the catheter's)")
+    pump_cmd(sub, "catheter-replaced", "declare the catheter new and empty (implant or revision), therapy stopped")
 
     refill = pump_cmd(sub, "refill", "refill: begin, complete, or --fill for the whole procedure")
     refill.add_argument("--fill", type=VOLUME_NL, help="volume put in: begin, sim refill and complete in order")
@@ -173,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--fill", type=VOLUME_NL, required=True, help="volume injected, e.g. '18 mL'")
     sr.add_argument("--pocket-fill", action="store_true", help="the injection misses the reservoir")
     sr.add_argument("--concentration", type=CONCENTRATION, help="of what is injected (default: as programmed)")
+    rcat = pump_cmd(ssub, "replace-catheter", "revision surgery: an empty catheter replaces the old one")
+    rcat.add_argument("--volume", type=VOLUME_NL, default=0, help="its volume (default: the pump model's)")
     sp = pump_cmd(ssub, "speed", "0: lockstep; else realtime at this factor")
     sp.add_argument("factor", type=float)
 
@@ -524,6 +529,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Callable, Any]:
         "stop": _stop,
         "bolus": _bolus,
         "clinician-bolus": _clinician_bolus,
+        "prime": _prime,
+        "catheter-replaced": _catheter_replaced,
         "ack": _ack,
         "log": _log,
     }
@@ -537,6 +544,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Callable, Any]:
             "truth": _sim_truth,
             "power-cycle": _sim_power_cycle,
             "refill": _sim_refill,
+            "replace-catheter": _sim_replace_catheter,
             "speed": _sim_speed,
         }[args.sim_action], None
     raise AssertionError(cmd)  # pragma: no cover - argparse enforces choices
@@ -591,6 +599,8 @@ def status_dict(st) -> dict[str, Any]:
         ],
         "battery_mv": st.battery_mv,
         "last_command_id": st.last_command_id,
+        "catheter_state": st.catheter_state.name.lower(),
+        "catheter_volume_ul": _ul(st.catheter_volume_nl) if st.catheter_volume_nl else None,
     }
 
 
@@ -617,6 +627,11 @@ def _status(c, args, _) -> Output:
         ("alarms", alarms),
         ("battery", f"{st.battery_mv} mV"),
         ("last command id", st.last_command_id),
+        (
+            "catheter",
+            f"{d['catheter_state']}, "
+            + (units.format_volume(st.catheter_volume_nl) if st.catheter_volume_nl else "volume not entered"),
+        ),
     ]
     return Output(d, _table(rows))
 
@@ -626,6 +641,7 @@ def _log_fields(entry) -> dict[str, Any]:
         AlarmId,
         BolusKind,
         BolusOutcome,
+        CatheterState,
         LogEvent,
         MemoryProof,
         NakReason,
@@ -687,6 +703,8 @@ def _log_fields(entry) -> dict[str, Any]:
         e.NVM_OUTDATED: (("proof", enum(MemoryProof)), ("by", plain)),
         e.BASAL_FORFEITED: (("strokes", plain), ("ng", plain)),
         e.ODOMETER_WENT_BACK: (("counted_strokes", plain), ("odometer_strokes", plain)),
+        e.CATHETER_REPLACED: (("command_id", plain), ("volume_nl", plain)),
+        e.CATHETER_STATE: (("old_catheter_state", enum(CatheterState)), ("catheter_state", enum(CatheterState))),
     }
     ev = entry.event
     out: dict[str, Any] = {
@@ -833,6 +851,28 @@ def _clinician_bolus(c, args, _) -> Output:
     text = f"clinician bolus started: {units.format_dose(args.dose)} over {units.format_duration(args.duration)}"
     if volume is not None:
         text += f" ({units.format_volume(volume)})"
+    return Output(data, text, errors=notes)
+
+
+def _prime(c, args, _) -> Output:
+    result = c.prime(args.volume)
+    lost, notes = _confirmed_note(result)
+    data = {"volume_ul": _ul(args.volume), "command_id": result.command_id}
+    if lost:
+        data["answer_lost"] = True
+    return Output(data, f"priming started: {units.format_volume(args.volume)}", errors=notes)
+
+
+def _catheter_replaced(c, args, _) -> Output:
+    result = c.catheter_replaced()
+    lost, notes = _confirmed_note(result)
+    data: dict[str, Any] = {"command_id": result.command_id}
+    if lost:
+        data["answer_lost"] = True
+        return Output(data, "catheter recorded as replaced", errors=notes)
+    data["catheter_state"] = result.catheter_state.name.lower()
+    data["catheter_volume_ul"] = _ul(result.catheter_volume_nl)
+    text = f"catheter recorded as new and empty ({units.format_volume(result.catheter_volume_nl)}): prime it"
     return Output(data, text, errors=notes)
 
 
@@ -1053,6 +1093,11 @@ def _sim_refill(c, args, _) -> Output:
         [("withdrawn", units.format_volume(r.withdrawn_nl)), ("reservoir now", units.format_volume(r.reservoir_nl))]
     )
     return Output(data, text + ("\n(injected into the pocket, not the reservoir)" if args.pocket_fill else ""))
+
+
+def _sim_replace_catheter(c, args, _) -> Output:
+    vol = c.replace_catheter(args.volume)
+    return Output({"volume_ul": _ul(vol)}, f"catheter replaced with an empty one of {units.format_volume(vol)}")
 
 
 if __name__ == "__main__":

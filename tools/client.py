@@ -43,6 +43,8 @@ from protocol.messages import (
     AlarmAckAck,
     BolusRequest,
     BolusRequestAck,
+    CatheterReplaced,
+    CatheterReplacedAck,
     ClinicianBolus,
     ClinicianBolusAck,
     Hello,
@@ -74,6 +76,7 @@ from protocol.messages import (
     SimPowerCycle,
     SimRefill,
     SimRefillAck,
+    SimReplaceCatheter,
     SimSetSpeed,
     Start,
     StartAck,
@@ -473,6 +476,10 @@ class Client:
     def prime(self, volume_nl: int, role: Role | None = None) -> PrimeAck | Confirmed:
         return self.command(Prime(command_id=self.next_command_id(), volume_nl=volume_nl), role)
 
+    def catheter_replaced(self, role: Role | None = None) -> CatheterReplacedAck | Confirmed:
+        """Declare the catheter new and empty (implant or revision), of the programmed volume."""
+        return self.command(CatheterReplaced(command_id=self.next_command_id()), role)
+
     def refill_begin(self, role: Role | None = None) -> RefillBeginAck | Confirmed:
         return self.command(RefillBegin(command_id=self.next_command_id()), role)
 
@@ -537,6 +544,11 @@ class Client:
     def power_cycle(self, off_ms: int = 1_000) -> int:
         """Remove the controller's power for off_ms, restore it; returns the boot count."""
         return self.sim(SimPowerCycle(off_ms=off_ms), self.timeout_s + 10.0).boot_count
+
+    def replace_catheter(self, volume_nl: int = 0) -> int:
+        """Revision surgery in the emulator: an empty catheter of volume_nl (0: the pump
+        model's) replaces the old one. Returns its volume. The firmware is not told."""
+        return self.sim(SimReplaceCatheter(volume_nl=volume_nl)).volume_nl
 
     def sim_refill(
         self, withdraw_nl: int, add_nl: int, concentration_ng_per_ml: int, into_pocket: bool = False

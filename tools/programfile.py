@@ -17,6 +17,9 @@
     [limits]
     max_dose_24h = "3 mg"
 
+    [catheter]                          # optional: without it, the volume is not entered
+    volume = "0.2 mL"                   # from the catheter model and its trimmed length
+
 Every problem is a ProgramFileError naming the field (`basal[1].rate`,
 `patient_bolus.lockout`, ...): a missing or unknown key, a wrong type, a unit typo.
 Whether the therapy is allowed (drug library, limits, step order) is the pump's to say:
@@ -37,10 +40,11 @@ from . import units
 
 DEFAULT_LOW_RESERVOIR_UL = 2_000  # ../shared/domain.md: default residual 2 mL
 
-_TOP = {"drug", "concentration", "low_reservoir_alarm", "basal", "patient_bolus", "limits"}
+_TOP = {"drug", "concentration", "low_reservoir_alarm", "basal", "patient_bolus", "limits", "catheter"}
 _BASAL = {"start", "rate"}
 _BOLUS = {"dose", "duration", "lockout", "max_per_24h"}
 _LIMITS = {"max_dose_24h"}
+_CATHETER = {"volume"}
 
 # Wire field (as a NAK names it) -> file field.
 _WIRE_TO_FILE = {
@@ -53,6 +57,7 @@ _WIRE_TO_FILE = {
     "bolus_max_per_24h": "patient_bolus.max_per_24h",
     "max_dose_24h_ng": "limits.max_dose_24h",
     "low_reservoir_ul": "low_reservoir_alarm",
+    "catheter_volume_nl": "catheter.volume",
 }
 
 
@@ -173,6 +178,13 @@ def parse_program(doc: dict[str, Any], command_id: int) -> Program:
         _quantity(units.parse_dose_ng, _need(limits, "max_dose_24h", "limits."), "limits.max_dose_24h"),
         "limits.max_dose_24h",
     )
+    catheter_nl = 0
+    if "catheter" in doc:
+        cath = _table(doc["catheter"], "catheter")
+        _unknown(cath, _CATHETER, "catheter.")
+        catheter_nl = _u32(
+            _quantity(units.parse_volume_nl, _need(cath, "volume", "catheter."), "catheter.volume"), "catheter.volume"
+        )
     if not 1 <= command_id <= 0xFFFF_FFFF:
         raise ValueError(f"command_id {command_id} is outside 1..{0xFFFF_FFFF}")
     return Program(
@@ -186,6 +198,7 @@ def parse_program(doc: dict[str, Any], command_id: int) -> Program:
         bolus_max_per_24h=most,
         max_dose_24h_ng=max_24h,
         low_reservoir_ul=low_ul,
+        catheter_volume_nl=catheter_nl,
     )
 
 

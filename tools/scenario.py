@@ -95,6 +95,8 @@ _RESULT_KEYS: dict[str, tuple[str, ...]] = {
     "stop": ("state", "command_id"),
     "bolus": ("granted", "reason", "dose_ng", "duration_s", "available_in_s", "command_id"),
     "clinician-bolus": ("dose_ng", "duration_s", "volume_ul", "command_id"),
+    "prime": ("volume_ul", "command_id"),
+    "catheter-replaced": ("catheter_state", "catheter_volume_ul", "command_id"),
     "refill": ("expected_ul", "withdrawn_ul", "reservoir_ul", "discrepancy_ul", "command_id"),
     "refill begin": ("expected_ul", "command_id"),
     "refill complete": ("reservoir_ul", "discrepancy_ul", "command_id"),
@@ -103,6 +105,7 @@ _RESULT_KEYS: dict[str, tuple[str, ...]] = {
     "sim fault": ("fault", "on", "value", "rate_ppm", "link"),
     "sim power-cycle": ("boot_count",),
     "sim refill": ("withdrawn_ul", "reservoir_ul", "pocket_fill"),
+    "sim replace-catheter": ("volume_ul",),
 }
 _REFUSED_KEYS = ("refused", "reason", "field", "error", "accepted", "wire_field")
 
@@ -151,6 +154,8 @@ def _vocabularies() -> dict[str, tuple[str, ...]]:
         "reset_cause": _names(codes.ResetCause),
         "fault": cli.FAULT_NAMES,
         "link": ("host", "pump", "both"),
+        "catheter_state": _names(codes.CatheterState),
+        "old_catheter_state": _names(codes.CatheterState),
     }
 
 

@@ -130,6 +130,12 @@ local vs_BeepPattern = {
     [4] = "HARDWARE_ALARM",
 }
 
+local vs_CatheterState = {
+    [0] = "UNKNOWN",
+    [1] = "EMPTY",
+    [2] = "PRIMED",
+}
+
 local vs_BolusKind = {
     [1] = "PATIENT",
     [2] = "CLINICIAN",
@@ -200,6 +206,8 @@ local vs_LogEvent = {
     [24] = "NVM_OUTDATED",
     [25] = "BASAL_FORFEITED",
     [26] = "ODOMETER_WENT_BACK",
+    [28] = "CATHETER_REPLACED",
+    [29] = "CATHETER_STATE",
 }
 
 local vs_msg_type = {
@@ -233,6 +241,7 @@ local vs_msg_type = {
     [0x4B] = "LOG_READ",
     [0x4C] = "SET_CLOCK",
     [0x4D] = "READ_PRESCRIPTION",
+    [0x4E] = "CATHETER_REPLACED",
     [0x60] = "HELLO_ACK",
     [0x61] = "STATUS_ACK",
     [0x62] = "PROGRAM_ACK",
@@ -247,6 +256,7 @@ local vs_msg_type = {
     [0x6B] = "LOG_READ_ACK",
     [0x6C] = "SET_CLOCK_ACK",
     [0x6D] = "READ_PRESCRIPTION_ACK",
+    [0x6E] = "CATHETER_REPLACED_ACK",
     [0x80] = "NAK",
     [0x90] = "ALARM_RAISED",
     [0x91] = "ALARM_CLEARED",
@@ -260,6 +270,7 @@ local vs_msg_type = {
     [0xA4] = "SIM_GROUND_TRUTH",
     [0xA5] = "SIM_POWER_CYCLE",
     [0xA6] = "SIM_REFILL",
+    [0xA7] = "SIM_REPLACE_CATHETER",
     [0xB0] = "SIM_ADVANCE_ACK",
     [0xB1] = "SIM_SET_SPEED_ACK",
     [0xB2] = "SIM_INJECT_FAULT_ACK",
@@ -267,6 +278,7 @@ local vs_msg_type = {
     [0xB4] = "SIM_GROUND_TRUTH_ACK",
     [0xB5] = "SIM_POWER_CYCLE_ACK",
     [0xB6] = "SIM_REFILL_ACK",
+    [0xB7] = "SIM_REPLACE_CATHETER_ACK",
 }
 
 local vs_link = {
@@ -561,8 +573,6 @@ messages[0x25] = {
           field = ProtoField.uint16("thecal.hw_info.max_strokes_per_run", "max_strokes_per_run", base.DEC, nil, nil, "largest run MOTOR_RUN may ask for") },
         { name = "watchdog_window_ms", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.hw_info.watchdog_window_ms", "watchdog_window_ms", base.DEC, nil, nil, "hardware watchdog window") },
-        { name = "catheter_dead_volume_nl", kind = "u", size = 4,
-          field = ProtoField.uint32("thecal.hw_info.catheter_dead_volume_nl", "catheter_dead_volume_nl", base.DEC, nil, nil, "volume between the pump outlet and the catheter tip") },
         { name = "battery_eri_mv", kind = "u", size = 2,
           field = ProtoField.uint16("thecal.hw_info.battery_eri_mv", "battery_eri_mv", base.DEC, nil, nil, "elective replacement indicator threshold") },
         { name = "battery_eos_mv", kind = "u", size = 2,
@@ -619,6 +629,8 @@ messages[0x42] = {
           field = ProtoField.uint32("thecal.program.max_dose_24h_ng", "max_dose_24h_ng", base.DEC, nil, nil, "hard limit on all drug (basal and every bolus) in any rolling 24 h") },
         { name = "low_reservoir_ul", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.program.low_reservoir_ul", "low_reservoir_ul", base.DEC, nil, nil, "low-reservoir alarm threshold, uL") },
+        { name = "catheter_volume_nl", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.program.catheter_volume_nl", "catheter_volume_nl", base.DEC, nil, nil, "catheter volume from the pump outlet to its tip as the clinician entered it (catheter model and trimmed length), nL; 0 = not entered") },
     },
 }
 table.insert(message_codes, 0x42)
@@ -737,6 +749,15 @@ messages[0x4D] = {
 }
 table.insert(message_codes, 0x4D)
 
+messages[0x4E] = {
+    name = "CATHETER_REPLACED", link = HOST_LINK,
+    fields = {
+        { name = "command_id", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.catheter_replaced.command_id", "command_id", base.DEC, nil, nil, "host-chosen id of this command; STATUS reports the last one accepted") },
+    },
+}
+table.insert(message_codes, 0x4E)
+
 messages[0x60] = {
     name = "HELLO_ACK", link = HOST_LINK,
     fields = {
@@ -791,6 +812,10 @@ messages[0x61] = {
           field = ProtoField.uint16("thecal.status_ack.battery_mv", "battery_mv", base.DEC, nil, nil, "battery voltage, mV") },
         { name = "last_command_id", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.status_ack.last_command_id", "last_command_id", base.DEC, nil, nil, "command_id of the last command accepted that carried one (0 = none)") },
+        { name = "catheter_state", kind = "enum", size = 1, vs = vs_CatheterState, enum = "CatheterState",
+          field = ProtoField.uint8("thecal.status_ack.catheter_state", "catheter_state", base.DEC, vs_CatheterState, nil, "what the firmware knows of the catheter") },
+        { name = "catheter_volume_nl", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.status_ack.catheter_volume_nl", "catheter_volume_nl", base.DEC, nil, nil, "the catheter's volume as programmed, nL; 0 = not entered") },
     },
 }
 table.insert(message_codes, 0x61)
@@ -945,9 +970,24 @@ messages[0x6D] = {
           field = ProtoField.uint32("thecal.read_prescription_ack.max_dose_24h_ng", "max_dose_24h_ng", base.DEC, nil, nil, "hard limit on all drug (basal and every bolus) in any rolling 24 h") },
         { name = "low_reservoir_ul", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.read_prescription_ack.low_reservoir_ul", "low_reservoir_ul", base.DEC, nil, nil, "low-reservoir alarm threshold, uL") },
+        { name = "catheter_volume_nl", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.read_prescription_ack.catheter_volume_nl", "catheter_volume_nl", base.DEC, nil, nil, "catheter volume from the pump outlet to its tip as the clinician entered it (catheter model and trimmed length), nL; 0 = not entered") },
     },
 }
 table.insert(message_codes, 0x6D)
+
+messages[0x6E] = {
+    name = "CATHETER_REPLACED_ACK", link = HOST_LINK,
+    fields = {
+        { name = "command_id", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.catheter_replaced_ack.command_id", "command_id", base.DEC, nil, nil, "host-chosen id of this command; STATUS reports the last one accepted") },
+        { name = "catheter_state", kind = "enum", size = 1, vs = vs_CatheterState, enum = "CatheterState",
+          field = ProtoField.uint8("thecal.catheter_replaced_ack.catheter_state", "catheter_state", base.DEC, vs_CatheterState, nil, "the catheter's state now (EMPTY)") },
+        { name = "catheter_volume_nl", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.catheter_replaced_ack.catheter_volume_nl", "catheter_volume_nl", base.DEC, nil, nil, "its volume, nL") },
+    },
+}
+table.insert(message_codes, 0x6E)
 
 messages[0x80] = {
     name = "NAK", link = HOST_LINK,
@@ -1116,6 +1156,15 @@ messages[0xA6] = {
 }
 table.insert(message_codes, 0xA6)
 
+messages[0xA7] = {
+    name = "SIM_REPLACE_CATHETER", link = HOST_LINK,
+    fields = {
+        { name = "volume_nl", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.sim_replace_catheter.volume_nl", "volume_nl", base.DEC, nil, nil, "the new catheter's volume, nL; 0 = the pump model's") },
+    },
+}
+table.insert(message_codes, 0xA7)
+
 messages[0xB0] = {
     name = "SIM_ADVANCE_ACK", link = HOST_LINK,
     fields = {
@@ -1200,6 +1249,15 @@ messages[0xB6] = {
     },
 }
 table.insert(message_codes, 0xB6)
+
+messages[0xB7] = {
+    name = "SIM_REPLACE_CATHETER_ACK", link = HOST_LINK,
+    fields = {
+        { name = "volume_nl", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.sim_replace_catheter_ack.volume_nl", "volume_nl", base.DEC, nil, nil, "the new catheter's volume, nL") },
+    },
+}
+table.insert(message_codes, 0xB7)
 
 -- ---------------------------------------------------------------- engine
 -- Everything below is written once by hand; the tables above carry the protocol.

@@ -1,10 +1,11 @@
 """The clinician bolus: a dose and duration a clinician orders (SR-006, SR-007, SR-016,
-SR-048).
+SR-048, SR-049).
 
 Allowed while therapy runs, and while it is stopped as a single bolus (delivered, then
 the pump stays stopped: SynchroMed's single bolus), never halted or in a refill; with no
 bolus in progress and no high-priority alarm standing. The prescription must name what
-the reservoir holds and a fill must be recorded, as for START. The dose lies within the hard limit and the
+the reservoir holds, a fill must be recorded and the catheter not be empty, as for
+START. The dose lies within the hard limit and the
 duration within the bolus range, no faster than the mechanism can stroke; the largest
 rolling-24 h total from now on, with planned basal (as if therapy were started after
 it) and this bolus, stays within the hard limit; and the reservoir holds it above the
@@ -19,6 +20,7 @@ from protocol.codes import TherapyState
 
 from ..prescription import MAX_BOLUS_DURATION_S, MIN_BOLUS_DURATION_S
 from . import Refusal, limit24h, out_of_range, reservoir, wrong_state
+from .catheter import EMPTY
 from .start import NOT_FILLED
 
 
@@ -29,6 +31,7 @@ class ClinicianBolusFacts:
     holds_another_drug: str | None  # what the reservoir holds, when the prescription names another
     reservoir_known: bool  # a fill has been recorded
     high_alarm: bool
+    catheter_empty: bool
     bolus_active: bool
     dose_ng: int
     dose_fg: int
@@ -53,6 +56,8 @@ def refusal(f: ClinicianBolusFacts) -> Refusal | None:
         return wrong_state(NOT_FILLED)
     if f.high_alarm:
         return wrong_state("a high-priority alarm stands: deal with it first")
+    if f.catheter_empty:
+        return wrong_state(EMPTY)
     if f.bolus_active:
         return wrong_state("a bolus is in progress")
     if not 0 < f.dose_ng <= f.max_dose_24h_ng:

@@ -1,10 +1,12 @@
-"""A prescription is validated as a whole before it is accepted (SR-001, SR-002, SR-047).
+"""A prescription is validated as a whole before it is accepted (SR-001, SR-002, SR-047,
+SR-049).
 
 The drug must be in the drug library, its concentration and daily dose within the drug's
 maxima, every basal step deliverable by the mechanism, basal alone under the rolling
 24 h hard limit over the longest window the pump measures, and the patient bolus's dose,
 duration, lockout and count within range, and no basal step below the pump's minimum
-flow. A refusal names the field and the limit it broke, and changes nothing.
+flow; the catheter's volume, when entered, a plausible one. A refusal names the field and
+the limit it broke, and changes nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ..history import MINUTE_MS
 from ..prescription import (
     MAX_BOLUS_DURATION_S,
     MAX_BOLUSES_PER_24H,
+    MAX_CATHETER_VOLUME_NL,
     MAX_LOCKOUT_S,
     MIN_BOLUS_DURATION_S,
     MIN_LOCKOUT_S,
@@ -94,6 +97,12 @@ def validate(p: Prescription, drugs: DrugLibrary, hw: HwLimits, empty_reservoir_
     _validate_min_flow(p, drug, hw)
     if p.patient_bolus is not None:
         _validate_bolus(p.patient_bolus, p, drug, hw)
+    if p.catheter_volume_nl and not hw.stroke_nl <= p.catheter_volume_nl <= MAX_CATHETER_VOLUME_NL:
+        raise PrescriptionError(
+            "catheter_volume_nl",
+            f"{p.catheter_volume_nl} nL is not a catheter's volume: enter it from the catheter model and its "
+            f"trimmed length, {hw.stroke_nl}..{MAX_CATHETER_VOLUME_NL} nL (or 0: not entered)",
+        )
     cap = hw.reservoir_capacity_ul
     if not empty_reservoir_ul < p.low_reservoir_ul < cap:
         raise PrescriptionError(

@@ -1,12 +1,13 @@
-"""The priming bolus (SR-040, SR-016, SR-046).
+"""The priming bolus (SR-040, SR-016, SR-046, SR-049).
 
 Priming pushes reservoir fluid into the catheter. Whatever it pushes out of the catheter
 tip reaches the patient: into a primed catheter (or one whose contents are not known)
 that is drug, counted toward the rolling 24 h like any other stroke, so a PRIME that
 would take the rolling 24 h over the hard limit is refused. (Priming into an empty
 catheter pushes out nothing until the drug reaches the tip: the count comes from what
-the catheter holds, firmware/delivery.py, not from the purpose.) Priming runs only with
-therapy stopped, a prescription programmed and no bolus in progress, for at most twice
+the catheter holds, firmware/catheter.py, not from the purpose.) Priming runs only with
+therapy stopped, a prescription programmed that names the catheter's volume (the
+clinician's entry: the pump cannot know it) and no bolus in progress, for at most twice
 the catheter's volume, and the reservoir must hold it above the empty level.
 """
 
@@ -48,6 +49,8 @@ def refusal(f: PrimeFacts) -> Refusal | None:
         return wrong_state("a bolus is in progress")
     if not f.reservoir_known:
         return wrong_state(NOT_FILLED)
+    if not f.catheter_volume_nl:
+        return wrong_state("enter the catheter's volume in the prescription before priming (catheter_volume_nl)")
     most = max(2 * f.catheter_volume_nl, f.stroke_nl)
     if not f.stroke_nl <= f.volume_nl <= most:
         return out_of_range("volume_nl", f"priming volume is {f.stroke_nl}..{most} nL")

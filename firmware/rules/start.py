@@ -1,9 +1,10 @@
-"""Starting therapy (SR-016, SR-021, SR-041, SR-046).
+"""Starting therapy (SR-016, SR-021, SR-041, SR-046, SR-049).
 
 START needs therapy stopped, a prescription that names what the reservoir holds (after a
 change of drug, the refill that records the new one), no high-priority alarm standing (a
 halted pump resumes only when a person has dealt with it), a fill recorded (on a new
-pump the reservoir's content is not known) and a reservoir above the empty level.
+pump the reservoir's content is not known), a reservoir above the empty level, and a
+catheter that is not empty (declared replaced and not yet primed).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from protocol.codes import TherapyState
 
 from . import Refusal, wrong_state
+from .catheter import EMPTY
 
 NOT_FILLED = "the reservoir's content is not known: record the fill first (refill begin, then refill complete)"
 
@@ -25,6 +27,7 @@ class StartFacts:
     high_alarm: bool
     reservoir_known: bool  # a fill has been recorded
     reservoir_empty: bool
+    catheter_empty: bool
 
 
 def refusal(f: StartFacts) -> Refusal | None:
@@ -40,4 +43,6 @@ def refusal(f: StartFacts) -> Refusal | None:
         return wrong_state(NOT_FILLED)
     if f.reservoir_empty:
         return wrong_state("reservoir at the empty level: refill first")
+    if f.catheter_empty:
+        return wrong_state(EMPTY)
     return None
