@@ -30,6 +30,7 @@ class Catheter:
         self.volume_nl = volume_nl
         self.segments: deque[list[int]] = deque()
         self.unknown_left_nl = volume_nl  # UNKNOWN until this much more has been pushed through
+        self.replaced_at_ms: int | None = None  # when last declared replaced (pump time)
         if volume_nl:
             self.segments.append([volume_nl, concentration_ng_per_ml])
 
@@ -57,8 +58,10 @@ class Catheter:
         self.unknown_left_nl = volume_nl
         self.segments = deque([[volume_nl, reservoir_ng_per_ml]]) if volume_nl else deque()
 
-    def replaced(self, volume_nl: int) -> None:
+    def replaced(self, volume_nl: int, now_ms: int | None = None) -> None:
         """A new, empty catheter (implant or revision surgery), as the clinician declares."""
+        if now_ms is not None:
+            self.replaced_at_ms = now_ms
         self.volume_nl = volume_nl
         self.unknown_left_nl = 0
         self.segments = deque([[volume_nl, 0]]) if volume_nl else deque()
@@ -106,7 +109,7 @@ class Catheter:
     # ------------------------------------------------------------ NVM
 
     def to_data(self) -> list:
-        return [self.volume_nl, self.unknown_left_nl, [list(s) for s in self.segments]]
+        return [self.volume_nl, self.unknown_left_nl, [list(s) for s in self.segments], self.replaced_at_ms]
 
     @staticmethod
     def from_data(data: list) -> Catheter:
@@ -115,6 +118,7 @@ class Catheter:
             c.segments = deque(list(s) for s in data)
             c.volume_nl = c.unknown_left_nl = sum(s[0] for s in data)
             return c
-        c.volume_nl, c.unknown_left_nl, segs = data
+        c.volume_nl, c.unknown_left_nl, segs, *rest = data
+        c.replaced_at_ms = rest[0] if rest else None
         c.segments = deque(list(s) for s in segs)
         return c

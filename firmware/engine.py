@@ -173,7 +173,7 @@ class Engine:
     def replace_catheter(self, command_id: int) -> None:
         """SR-049: a new, empty catheter of the prescription's volume (the clinician says so)."""
         was = self.catheter.state
-        self.catheter.replaced(self.rx.catheter_volume_nl)
+        self.catheter.replaced(self.rx.catheter_volume_nl, self.clock.now_ms)
         self.outbox.record(LogEvent.CATHETER_REPLACED, command_id, self.catheter.volume_nl)
         self._catheter_changed(was)
         self.outbox.touch("delivery")

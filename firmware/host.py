@@ -408,6 +408,8 @@ def catheter_replaced(p: Parts, msg: CatheterReplaced) -> CatheterReplacedAck | 
             has_prescription=rx is not None,
             catheter_volume_nl=rx.catheter_volume_nl if rx else 0,
             bolus_active=e.bolus is not None,
+            now_ms=p.clock.now_ms,
+            last_replaced_ms=e.catheter.replaced_at_ms if e.catheter else None,
         )
     )
     if refused is not None:

@@ -308,3 +308,25 @@ def test_a_catheter_whose_contents_are_unknown_counts_priming_as_drug(procs):
     with pytest.raises(Refused) as refused:
         pump.client.prime(50_000)
     assert "catheter's volume" in refused.value.nak.detail
+
+
+@pytest.mark.req("SR-049")
+def test_declaring_the_catheter_replaced_again_within_a_day_is_refused(procs):
+    """Attack: the firmware cannot check a declaration, and each lets up to the
+    catheter's volume through uncounted. Declared again at once (no surgery), then primed:
+    the second declaration is refused, and the priming counts as the drug it is, by
+    ground truth. A day later a real second revision can be declared."""
+    pump = revised_pump(procs)
+    pump.client.prime(200_000)  # fills the new catheter: no drug out
+    pump.advance(15 * 60_000)
+    assert pump.truth().delivered_ng == 0
+    with pytest.raises(Refused) as refused:
+        pump.client.catheter_replaced()
+    assert refused.value.reason is NakReason.WRONG_STATE and "24 h" in refused.value.nak.detail
+    pump.client.prime(100_000)  # 0.5 mg of drug out of the primed catheter
+    pump.advance(15 * 60_000)
+    gt, st = pump.truth(), pump.status()
+    assert abs(gt.delivered_ng - MG // 2) <= STROKE_NG and abs(st.dose_24h_ng - gt.delivered_ng) <= STROKE_NG
+    pump.advance(24 * HOUR)
+    pump.client.replace_catheter()
+    assert pump.client.catheter_replaced().catheter_state is CatheterState.EMPTY

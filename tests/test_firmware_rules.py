@@ -765,11 +765,12 @@ def test_rule_catheter_state_round_trips():
     c = Catheter(200_000, OLD)
     for _ in range(123):
         c.push(STROKE, NEW)
+    c.replaced_at_ms = 42
     d = Catheter.from_data(c.to_data())
     assert (
         d.to_data()
         == c.to_data()
-        == [200_000, 200_000 - 123 * STROKE, [[200_000 - 123 * STROKE, OLD], [123 * STROKE, NEW]]]
+        == [200_000, 200_000 - 123 * STROKE, [[200_000 - 123 * STROKE, OLD], [123 * STROKE, NEW]], 42]
     )
     assert d.state is c.state is CatheterState.UNKNOWN
     assert [d.push(STROKE, NEW) for _ in range(300)] == [c.push(STROKE, NEW) for _ in range(300)]

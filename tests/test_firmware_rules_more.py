@@ -24,7 +24,19 @@ from firmware.board.druglib import load_library
 from firmware.catheter import Catheter
 from firmware.delivery import Fill
 from firmware.prescription import BasalStep, HwLimits, PatientBolus, Prescription
-from firmware.rules import Refusal, catchup, clinician_bolus, command_id, lockout, memory, prime, program, refill, start
+from firmware.rules import (
+    Refusal,
+    catchup,
+    catheter,
+    clinician_bolus,
+    command_id,
+    lockout,
+    memory,
+    prime,
+    program,
+    refill,
+    start,
+)
 from firmware.rules.clock import BootTime, at_boot, set_clock_refusal
 from firmware.rules.limit24h import Window, drug_out_fg, fits, lifts_at_ms, max_window_with_fg
 from firmware.rules.odometer import Outstanding, unreported_bound
@@ -802,6 +814,45 @@ def test_rule_program_holds_says_what_the_reservoir_holds_in_the_drugs_unit():
         "the reservoir holds fentanyl at 50 mcg/mL (recorded at the last refill)"
     )
     assert "holds oldstuff at 2.5 mg/mL" in program.holds(Fill("oldstuff", 2_500_000), DRUGS)  # not in the library: mg
+
+
+# ================================================================ CATHETER_REPLACED
+
+REPLACED_OK = catheter.ReplacedFacts(
+    state=STOPPED,
+    has_prescription=True,
+    catheter_volume_nl=200_000,
+    bolus_active=False,
+    now_ms=10 * 86_400_000,
+    last_replaced_ms=None,
+)
+REPLACED_REFUSALS = [
+    (["therapy stopped", "running"], {"state": RUNNING}),
+    (["catheter's volume"], {"has_prescription": False}),
+    (["catheter's volume"], {"catheter_volume_nl": 0}),
+    (["bolus is in progress"], {"bolus_active": True}),
+    (["less than 24 h ago", "counts as drug", "in 1 h"], {"last_replaced_ms": 9 * 86_400_000 + 3_600_000}),
+]
+
+
+def test_rule_catheter_replaced_with_everything_in_place_is_taken():
+    assert catheter.replaced_refusal(REPLACED_OK) is None
+    # A day after the last declaration, another is believed again.
+    assert catheter.replaced_refusal(dataclasses.replace(REPLACED_OK, last_replaced_ms=9 * 86_400_000)) is None
+
+
+@pytest.mark.parametrize("i", range(len(REPLACED_REFUSALS)))
+def test_rule_catheter_replaced_each_refusal_in_order(i):
+    words, changes = REPLACED_REFUSALS[i]
+    assert_refused(catheter.replaced_refusal(dataclasses.replace(REPLACED_OK, **changes)), WRONG_STATE, "", *words)
+    later = first_of_all_later(REPLACED_REFUSALS, i)
+    assert_refused(catheter.replaced_refusal(dataclasses.replace(REPLACED_OK, **later)), WRONG_STATE, "", *words)
+
+
+def test_rule_catheter_replaced_after_time_went_back_is_refused():
+    """Pump time earlier than the last declaration: it cannot show a day has passed."""
+    r = catheter.replaced_refusal(dataclasses.replace(REPLACED_OK, last_replaced_ms=REPLACED_OK.now_ms + 1))
+    assert_refused(r, WRONG_STATE, "", "less than 24 h ago")
 
 
 # ================================================================ START
