@@ -156,7 +156,14 @@ def status(p: Parts, msg: Status) -> StatusAck:
         dose_24h_ng=min(0xFFFFFFFF, e.history.window_fg(now) // FG_PER_NG),
         max_dose_24h_ng=rx.max_dose_24h_ng if rx else 0,
         alarms=tuple(
-            AlarmEntry(alarm=a.alarm, priority=a.priority, acknowledged=a.acknowledged)
+            AlarmEntry(
+                alarm=a.alarm,
+                priority=a.priority,
+                acknowledged=a.acknowledged,
+                condition_present=a.condition,
+                silenced=now < a.silenced_until_ms,
+                needs_reset=p.supervisor.needs_reset(a.alarm),  # SR-052
+            )
             for a in list(p.alarms.active.values())[:16]
         ),
         battery_mv=min(0xFFFF, p.hardware.battery_mv),
@@ -230,6 +237,7 @@ def start_request(p: Parts, msg: Start) -> StartAck | Refusal:
             high_alarm=s.high_alarm(),
             reservoir_known=p.engine.reservoir_known,
             reservoir_empty=p.engine.reservoir_empty(),
+            holding=tuple((a.alarm, a.condition) for a in p.alarms.holding()),
         )
     )
     if refused is not None:
@@ -470,10 +478,19 @@ def refill_complete(p: Parts, msg: RefillComplete) -> RefillCompleteAck | Refusa
 
 
 def alarm_ack(p: Parts, msg: AlarmAck) -> AlarmAckAck | Refusal:
-    was, still = p.supervisor.acknowledge(msg.alarm)
+    s = p.supervisor
+    held = p.alarms.active.get(msg.alarm)
+    was, still = s.acknowledge(msg.alarm)
     if not was:
         return wrong_state(f"{msg.alarm.name.lower()} is not active", "alarm")
-    return AlarmAckAck(alarm=msg.alarm, still_active=still)
+    # SR-052: whether it was a reset, or only silenced one that needs acknowledging again.
+    return AlarmAckAck(
+        alarm=msg.alarm,
+        still_active=still,
+        priority=held.priority,
+        needs_reset=still and s.needs_reset(msg.alarm),
+        state=s.state,
+    )
 
 
 def set_clock(p: Parts, msg: SetClock) -> SetClockAck | Refusal:
