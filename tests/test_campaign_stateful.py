@@ -122,6 +122,7 @@ OTHER_DRUG = "hydromorphone"
 DRUG_LIMITS = {DRUG: (MAX_CONC, MAX_DAILY), OTHER_DRUG: (15 * MG, 10 * MG)}  # firmware/drugs.toml
 CONCENTRATIONS = (5 * MG, 2 * MG, 10 * MG, 20 * MG)  # the first is the simplest example's
 RUNNING_OR_HALTED = (TherapyState.RUNNING, TherapyState.HALTED)
+REMINDER_S = 3_600  # firmware/config.py therapy_stopped_alarm_ms: a pump left stopped reminds
 
 LONG = settings.get_current_profile_name() == "long"
 EXAMPLES = scaled(20)
@@ -383,8 +384,19 @@ FIGURES = Figures()
 # ================================================================ the machine
 
 
-def _high(st_ack) -> bool:
-    return any(a.priority is Priority.HIGH for a in st_ack.alarms)
+def _holding(st_ack) -> bool:
+    """A high alarm holds therapy halted (firmware/rules/recovery.py), as STATUS shows it:
+    its condition present, or gone without the reset its policy asks for. A motor stall
+    that cleared (policy resume) is latched until acknowledged and holds nothing."""
+    return any(a.priority is Priority.HIGH and (a.condition_present or a.needs_reset) for a in st_ack.alarms)
+
+
+def _recovered(before, after) -> bool:
+    """A halted pump came back by itself (recovery policy resume, SR-051): what halted it
+    has gone (a stall the hardware no longer has), nothing holds it, and the alarm that
+    halted it is still latched, its condition gone."""
+    gone = any(a.priority is Priority.HIGH and not a.condition_present and not a.needs_reset for a in after.alarms)
+    return before.state is TherapyState.HALTED and not _holding(after) and gone
 
 
 @dataclass
@@ -518,6 +530,8 @@ class PumpCampaign(RuleBasedStateMachine):
         self.faults: dict[Fault, int] = {}
         self.back_ms = 0  # how far the pump's time has gone back in all (restart_older)
         self.priming: Priming | None = None
+        # Controller time (s) therapy last stopped running, from the log (None while it runs).
+        self.not_running_since_s: int | None = None
         self.prime_ids: set[int] = set()  # command ids of the PRIMEs accepted
         self.primed_in_step = 0  # priming strokes checked since the last step
         self.snapshots: deque[Snapshot] = deque(maxlen=16)
@@ -630,7 +644,8 @@ class PumpCampaign(RuleBasedStateMachine):
     def start(self) -> None:
         before = self.status()
         reply = self.req(Start(command_id=self.next_id()))
-        ok = before.state is TherapyState.STOPPED and not _high(before) and before.reservoir_nl >= EMPTY_NL + STROKE_NL
+        room = before.reservoir_nl >= EMPTY_NL + STROKE_NL
+        ok = before.state is TherapyState.STOPPED and not _holding(before) and room
         if ok and before.bolus_active and isinstance(reply, Nak):
             ok = False  # (a priming in progress, the one bolus of a stopped pump: START may wait for it)
         if ok:
@@ -671,7 +686,7 @@ class PumpCampaign(RuleBasedStateMachine):
             want = BolusDecision.NOT_RUNNING
         elif rx.bolus is None:
             want = BolusDecision.NO_PATIENT_BOLUS
-        elif _high(st_ack):
+        elif _holding(st_ack):
             want = BolusDecision.ALARM_ACTIVE
         elif st_ack.bolus_active:
             want = BolusDecision.BOLUS_IN_PROGRESS
@@ -749,7 +764,7 @@ class PumpCampaign(RuleBasedStateMachine):
         if (
             before.state not in (TherapyState.RUNNING, TherapyState.STOPPED)
             or before.bolus_active
-            or _high(before)
+            or _holding(before)
             or (stopped and before.reservoir_nl == NONE_U32)
         ):
             self.expect_nak(reply, NakReason.WRONG_STATE)
@@ -823,7 +838,7 @@ class PumpCampaign(RuleBasedStateMachine):
         elif before.reservoir_nl - volume < EMPTY_NL:
             assert isinstance(reply, Nak), f"{what} accepted with {before.reservoir_nl} nL in the reservoir"
             self.expect_nak(reply, NakReason.OUT_OF_RANGE, "volume_nl")
-        elif isinstance(reply, Nak) and not (_high(before) and reply.reason is NakReason.WRONG_STATE):
+        elif isinstance(reply, Nak) and not (_holding(before) and reply.reason is NakReason.WRONG_STATE):
             # (A high alarm standing is not in the spec: refused WRONG_STATE or accepted
             # to no effect, the safety layer allowing no run, are both fair.)
             self.expect_nak(reply, NakReason.OUT_OF_RANGE, "volume_nl")
@@ -832,7 +847,7 @@ class PumpCampaign(RuleBasedStateMachine):
             basal_fg = (daily_basal(rx.basal) + Fraction(max(r for _, r in rx.basal), 1440)) * FG_PER_NG
             need_fg = (before.dose_24h_ng + 1) * FG_PER_NG + basal_fg + (strokes + 1) * STROKE_NL * max(concs)
             fits = (
-                not _high(before)
+                not _holding(before)
                 and need_fg <= limit_fg
                 and before.reservoir_nl - strokes * STROKE_NL >= EMPTY_NL + STROKE_NL
             )
@@ -845,7 +860,7 @@ class PumpCampaign(RuleBasedStateMachine):
         self.prime_ids.add(cid)
         FIGURES.count(FIGURES.actions, "prime")
         return (
-            not _high(before)
+            not _holding(before)
             and not {Fault.OCCLUSION, Fault.MOTOR_STALL} & set(self.faults)
             and gt.outlet_pressure_pa == 0
             and before.reservoir_nl - strokes * STROKE_NL >= EMPTY_NL + STROKE_NL
@@ -1019,7 +1034,7 @@ class PumpCampaign(RuleBasedStateMachine):
         alarms = {a.alarm for a in after.alarms}
         if added < EMPTY_NL + STROKE_NL:  # not one stroke above the empty level: said at once
             assert after.state is TherapyState.HALTED and AlarmId.EMPTY_RESERVOIR in alarms, after
-        elif _high(after):  # (a fault found during the refill: a stall seen at a reset in it)
+        elif _holding(after):  # (a fault found during the refill: a stall seen at a reset in it)
             assert after.state in (TherapyState.STOPPED, TherapyState.HALTED), after
         else:
             assert after.state in (TherapyState.RUNNING, TherapyState.STOPPED), after
@@ -1099,8 +1114,11 @@ class PumpCampaign(RuleBasedStateMachine):
         after = self.status()
         # It comes back as it was (a bolus in progress is abandoned, never resumed), or
         # halted by a fault it found at boot (a stall while stopped shows only then).
+        # Or recovered by itself from a halt whose fault went while it was off (SR-051).
         found = {a.alarm for a in after.alarms if a.priority is Priority.HIGH} - {a.alarm for a in before.alarms}
-        assert after.state is before.state or (after.state is TherapyState.HALTED and found), (before, after)
+        assert (
+            after.state is before.state or (after.state is TherapyState.HALTED and found) or _recovered(before, after)
+        ), (before, after)
         assert not after.bolus_active, after
         for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
             assert getattr(after, k) == getattr(before, k), (k, before, after)
@@ -1144,7 +1162,12 @@ class PumpCampaign(RuleBasedStateMachine):
         # As it was: a running pump keeps running, a bolus in progress abandoned as at any
         # reset; or halted by a high alarm: a fault the older hardware brought back, or one
         # that stood in a stopped pump (an alarm raised then, CLOCK_ERROR too, halts it).
-        as_was = after.state is before.state or (after.state is TherapyState.HALTED and _high(after))
+        # Or recovered by itself from a halt whose fault the older hardware does not have.
+        as_was = (
+            after.state is before.state
+            or (after.state is TherapyState.HALTED and _holding(after))
+            or _recovered(before, after)
+        )
         assert as_was, (went, before, after)
         assert not after.bolus_active, after
         for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
@@ -1158,7 +1181,7 @@ class PumpCampaign(RuleBasedStateMachine):
         self._check_log()
         assert len(self.log_clock_back) == logged + 1, f"{len(self.log_clock_back) - logged} CLOCK_WENT_BACK {went}"
         assert abs(self.log_clock_back[-1] - back // 1000) <= 1, (self.log_clock_back[-1], went)
-        if observe and after.state is TherapyState.RUNNING and not _high(after) and self.within_budget():
+        if observe and after.state is TherapyState.RUNNING and not _holding(after) and self.within_budget():
             self._basal_goes_on(after)
 
     def _basal_goes_on(self, after) -> None:
@@ -1178,7 +1201,7 @@ class PumpCampaign(RuleBasedStateMachine):
         now = self.status()
         window_fg = (after.dose_24h_ng + max(rates) // 12) * FG_PER_NG + 2 * STROKE_NL * max(concs)
         held = (
-            _high(now)
+            _holding(now)
             or now.state is not TherapyState.RUNNING
             or window_fg > self.limit_ng * FG_PER_NG
             or after.reservoir_nl - most * STROKE_NL < EMPTY_NL + STROKE_NL
@@ -1256,6 +1279,7 @@ class PumpCampaign(RuleBasedStateMachine):
         self._check_reservoir(st_ack, gt)
         if self.clock_error_due:
             assert AlarmId.CLOCK_ERROR in {a.alarm for a in st_ack.alarms}, f"CLOCK_ERROR gone unacknowledged: {st_ack}"
+        self._check_halt_and_reminder(st_ack)
         # Step by step over the wire: a step that began and ended stopped, in refill or
         # halted, with no state change in between, delivered nothing (drug held behind an
         # occlusion and venting after it clears was delivered when it was pushed), unless
@@ -1272,6 +1296,26 @@ class PumpCampaign(RuleBasedStateMachine):
         self.prev = (st_ack.state, out_nl, real_ms)
         self.primed_in_step = 0
         self._snapshot(st_ack)
+
+    def _check_halt_and_reminder(self, st_ack) -> None:
+        """SR-051: a halted pump is held by an alarm (one whose fault went by itself, under
+        the resume policy, gives it back); SR-050: a pump with a prescription and a fill
+        that has not run for the reminder time, stopped or in a refill, reminds, and a
+        running one does not. (Time not running also counts across short runs, so the
+        reminder may come earlier than the model's count: only this side is exact.)"""
+        if st_ack.state is TherapyState.HALTED:
+            assert _holding(st_ack), f"halted with nothing holding it: {st_ack}"
+        reminder = next((a for a in st_ack.alarms if a.alarm is AlarmId.THERAPY_STOPPED), None)
+        left = st_ack.state in (TherapyState.STOPPED, TherapyState.REFILL)
+        if st_ack.state is TherapyState.RUNNING:
+            assert reminder is None, f"the stopped-pump reminder while running: {st_ack}"
+        if reminder is not None and reminder.condition_present:
+            assert left and reminder.priority is Priority.LOW, st_ack  # (morphine, hydromorphone: low)
+        since = self.not_running_since_s
+        if left and since is not None and st_ack.time_s - since > REMINDER_S and st_ack.drug:
+            assert reminder is not None and reminder.condition_present, (
+                f"not running since {since} s, {st_ack.time_s - since} s ago, and no reminder: {st_ack}"
+            )
 
     def _snapshot(self, st_ack) -> None:
         """Keep the hardware's physical state for restart_older, when restarting from it
@@ -1308,6 +1352,11 @@ class PumpCampaign(RuleBasedStateMachine):
             assert ack.entries, f"log page empty below next_seq {ack.next_seq}"
 
     def _log_entry(self, e) -> None:
+        if e.event is LogEvent.THERAPY_STATE:
+            if e.arg1 == TherapyState.RUNNING:
+                self.not_running_since_s = None
+            elif self.not_running_since_s is None:
+                self.not_running_since_s = e.time_s
         if e.event is LogEvent.PROGRAM_ACCEPTED or e.event is LogEvent.REFILL_COMPLETE:
             kind, cid, at, lockout_ms = self.lockout_events.popleft()
             assert kind == ("program" if e.event is LogEvent.PROGRAM_ACCEPTED else "refill"), (e, kind)
