@@ -30,7 +30,11 @@ After every step (docs/campaigns.md, "Stateful property test", says why each is 
     (not after a restart from older state until the next refill: the fluid went back);
   * event log: sequence numbers strictly increase with no gaps, across resets and
     restarts from older state;
-  * after a restart from older state, CLOCK_ERROR stands until acknowledged.
+  * after a restart from older state, CLOCK_ERROR stands until acknowledged;
+  * a halted pump is held by an alarm (a stall that went, under its recovery policy
+    resume, lets it go by itself); a pump with a prescription and a fill that has not run
+    for the reminder time, stopped or in a refill, shows the therapy_stopped alarm, and a
+    running one never does.
 
 The strokes are seen through the emulated hardware's stroke tap (PumpHardware.add_stroke_tap).
 Failing examples are saved in hypothesis' example database (.hypothesis/ by default) and
@@ -1505,6 +1509,31 @@ def test_bug_a_reset_halted_a_pump_a_clinician_had_stopped():
     pump2.request(SimInjectFault(fault=Fault.BATTERY_MV, link=Link.NONE, value=3_050, rate_ppm=0, seed=0), Role.SIM)
     pump2.request(SimPowerCycle(off_ms=1_000), Role.SIM)
     assert pump2.request(Status()).state is TherapyState.HALTED
+
+
+def test_a_stall_the_older_hardware_does_not_have_ends_the_halt_by_itself():
+    """What the campaign found when stall recovery came (issue 12, SR-051): a pump halted
+    by a motor stall, whose hardware then restarted from a state before the stall, came
+    back running, not halted as the model expected: the stall is gone, and its recovery
+    policy (resume) ends the halt by itself. CLOCK_ERROR stands; the stall stays latched,
+    its condition gone, until acknowledged."""
+    pump, _ = local_pump()
+    assert pump.request(Start(command_id=10)).state is TherapyState.RUNNING
+    pump.request(SimAdvance(duration_ms=2 * HOUR), Role.SIM)
+    older = pump.rig.state()
+    pump.request(SimAdvance(duration_ms=HOUR), Role.SIM)
+    pump.request(SimInjectFault(fault=Fault.MOTOR_STALL, link=Link.NONE, value=0, rate_ppm=0, seed=0), Role.SIM)
+    pump.request(SimAdvance(duration_ms=30 * MINUTE), Role.SIM)
+    assert pump.request(Status()).state is TherapyState.HALTED
+    pump.restart_from(older)
+    pump.request(SimAdvance(duration_ms=2 * MINUTE), Role.SIM)
+    st_ack = pump.request(Status())
+    alarms = {a.alarm: a for a in st_ack.alarms}
+    assert st_ack.state is TherapyState.RUNNING, st_ack
+    assert AlarmId.CLOCK_ERROR in alarms
+    stall = alarms[AlarmId.MOTOR_STALL]
+    assert (stall.condition_present, stall.needs_reset, stall.acknowledged) == (False, False, False)
+    assert not _holding(st_ack)
 
 
 def test_bug_a_refill_below_the_low_level_raised_no_alarm():
