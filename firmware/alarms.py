@@ -4,6 +4,7 @@ An alarm is raised when its condition becomes true and latches: it stays listed 
 its condition is gone *and* it has been acknowledged. Acknowledging silences its tone
 for a while; it never clears a condition that still holds. Tones repeat by priority
 (IEC 60601-1-8: high two-tone often, medium single tone about hourly, low rarely).
+Which latched alarms hold therapy halted is rules/recovery.py's to say.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from protocol.codes import AlarmId, BeepPattern, Priority
 
 from .config import FirmwareConfig
+from .rules import recovery
 
 PRIORITY: dict[AlarmId, Priority] = {
     AlarmId.LOW_RESERVOIR: Priority.MEDIUM,
@@ -27,6 +29,7 @@ PRIORITY: dict[AlarmId, Priority] = {
     AlarmId.PUMP_LINK_LOST: Priority.HIGH,
     AlarmId.CLOCK_ERROR: Priority.MEDIUM,
     AlarmId.IMPOSSIBLE_WITHDRAWAL: Priority.MEDIUM,
+    AlarmId.THERAPY_STOPPED: Priority.LOW,  # medium for a drug whose withdrawal is dangerous (rules/reminder.py)
 }
 PATTERN = {
     Priority.HIGH: BeepPattern.TWO_TONE,
@@ -44,6 +47,12 @@ class Alarm:
     acknowledged: bool = False
     silenced_until_ms: int = 0
     next_tone_ms: int = 0
+    # Its condition went and, by its recovery policy, therapy went on without a reset
+    # (rules/recovery.py): latched until acknowledged, it no longer holds therapy.
+    recovered: bool = False
+
+    def latched(self, policy: recovery.Policy = recovery.Policy.HOLD) -> recovery.LatchedAlarm:
+        return recovery.LatchedAlarm(self.priority, self.condition, self.recovered, policy)
 
 
 class AlarmSet:
@@ -61,18 +70,21 @@ class AlarmSet:
         c = self.config
         return {Priority.HIGH: c.silence_high_ms, Priority.MEDIUM: c.silence_medium_ms}.get(p, c.silence_low_ms)
 
-    def condition(self, alarm: AlarmId, present: bool, now_ms: int) -> str | None:
-        """Report an alarm's condition. Returns "raised", "cleared", "changed" (still
-        latched, its condition changed) or None (nothing changed)."""
+    def condition(self, alarm: AlarmId, present: bool, now_ms: int, priority: Priority | None = None) -> str | None:
+        """Report an alarm's condition (raised at `priority`, else its usual one). Returns
+        "raised", "cleared", "changed" (still latched, its condition changed) or None
+        (nothing changed)."""
         a = self.active.get(alarm)
         if present:
             if a is None:
-                self.active[alarm] = Alarm(alarm, PRIORITY[alarm], now_ms, next_tone_ms=now_ms)
+                self.active[alarm] = Alarm(alarm, priority or PRIORITY[alarm], now_ms, next_tone_ms=now_ms)
                 return "raised"
             if not a.condition:
-                # Came back while still latched: it needs acknowledging again.
+                # Came back while still latched: it needs acknowledging again, and it holds
+                # therapy again if it had recovered.
                 a.condition = True
                 a.acknowledged = False
+                a.recovered = False
                 a.silenced_until_ms = 0
                 a.next_tone_ms = now_ms
                 return "changed"
@@ -101,8 +113,17 @@ class AlarmSet:
             return True, "cleared"
         return True, None
 
-    def high_active(self) -> bool:
-        return any(a.priority is Priority.HIGH for a in self.active.values())
+    def holding(self) -> list[Alarm]:
+        """The alarms that hold therapy halted (rules/recovery.py), in the order raised."""
+        return [a for a in self.active.values() if recovery.holds_therapy(a.latched())]
+
+    def holds_therapy(self) -> bool:
+        """SR-020, SR-021: the latched-alarm interlock's fact."""
+        return any(recovery.holds_therapy(a.latched()) for a in self.active.values())
+
+    def silenced(self, alarm: AlarmId, now_ms: int) -> bool:
+        a = self.active.get(alarm)
+        return a is not None and now_ms < a.silenced_until_ms
 
     def tones_due(self, now_ms: int) -> BeepPattern | None:
         """The pattern to sound now (the highest priority due), rescheduling each due alarm."""
@@ -123,12 +144,25 @@ class AlarmSet:
 
     def to_data(self) -> list[list[int]]:
         return [
-            [int(a.alarm), a.raised_ms, int(a.condition), int(a.acknowledged), a.silenced_until_ms, a.next_tone_ms]
+            [
+                int(a.alarm),
+                a.raised_ms,
+                int(a.condition),
+                int(a.acknowledged),
+                a.silenced_until_ms,
+                a.next_tone_ms,
+                int(a.priority),
+                int(a.recovered),
+            ]
             for a in self.active.values()
         ]
 
     def load(self, data: list[list[int]]) -> None:
         self.active.clear()
-        for alarm, raised, cond, ack, silenced, nxt in data:
+        for row in data:
+            alarm, raised, cond, ack, silenced, nxt = row[:6]
             aid = AlarmId(alarm)
-            self.active[aid] = Alarm(aid, PRIORITY[aid], raised, bool(cond), bool(ack), silenced, nxt)
+            # (Rows written before issue 12 hold neither the priority nor the recovery.)
+            priority = Priority(row[6]) if len(row) > 6 else PRIORITY[aid]
+            recovered = bool(row[7]) if len(row) > 7 else False
+            self.active[aid] = Alarm(aid, priority, raised, bool(cond), bool(ack), silenced, nxt, recovered)

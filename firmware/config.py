@@ -29,6 +29,10 @@ class FirmwareConfig:
     silence_high_ms: int = 30 * 60_000
     silence_medium_ms: int = 24 * 60 * 60_000
     silence_low_ms: int = 7 * 24 * 60 * 60_000
+    # A pump left stopped reminds (rules/reminder.py): therapy not running this long, with a
+    # prescription and a fill, raises the therapy_stopped alarm; a run this long starts the
+    # count afresh (the Generic PCA requirements' "paused too long").
+    therapy_stopped_alarm_ms: int = 60 * 60_000
     # Strokes owed to basal after a bolus are paid out at this multiple of the fastest interval.
     payout_interval_factor: int = 2
     # Basal owed for longer than this (at the schedule's highest rate) is given up, not

@@ -225,14 +225,14 @@ class Controller:
             out.send(SleepUntil(wake_at_ms=p.clock.to_pump_ms(self._hw_asked_ms + HW_INFO_RETRY_MS)))
             return
         alarms, guard = p.alarms, p.guard
-        due: int | None = None
+        due = p.supervisor.remind_stopped()  # (before the tones: a reminder raised now sounds now)
         if alarms.active or guard.sensing.pressure_high_since_ms is not None:
             self._occlusion()
             pattern = alarms.tones_due(now)
             if pattern is not None:
                 out.send(Beep(pattern=pattern, repeat=1, repeat_interval_ms=0))
                 out.touch("alarms")
-            due = alarms.next_tone_ms()
+            due = _earliest(due, alarms.next_tone_ms())
         guard.overdue()
         if guard.run is not None:
             due = _earliest(due, guard.run.deadline_ms)  # (a run started below wakes us with its first report)

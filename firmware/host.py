@@ -173,7 +173,14 @@ def status(p: Parts, msg: Status) -> StatusAck:
         dose_24h_ng=min(0xFFFFFFFF, e.history.window_fg(now) // FG_PER_NG),
         max_dose_24h_ng=rx.max_dose_24h_ng if rx else 0,
         alarms=tuple(
-            AlarmEntry(alarm=a.alarm, priority=a.priority, acknowledged=a.acknowledged)
+            AlarmEntry(
+                alarm=a.alarm,
+                priority=a.priority,
+                acknowledged=a.acknowledged,
+                condition_present=a.condition,
+                silenced=now < a.silenced_until_ms,
+                needs_reset=p.supervisor.needs_reset(a.alarm),  # SR-052
+            )
             for a in list(p.alarms.active.values())[:16]
         ),
         battery_mv=min(0xFFFF, p.hardware.battery_mv),
@@ -251,6 +258,7 @@ def start_request(p: Parts, msg: Start) -> StartAck | Refusal:
             reservoir_known=p.engine.reservoir_known,
             reservoir_empty=p.engine.reservoir_empty(),
             catheter_empty=_catheter_empty(p),
+            holding=tuple((a.alarm, a.condition) for a in p.alarms.holding()),
         )
     )
     if refused is not None:
@@ -515,10 +523,19 @@ def refill_complete(p: Parts, msg: RefillComplete) -> RefillCompleteAck | Refusa
 
 
 def alarm_ack(p: Parts, msg: AlarmAck) -> AlarmAckAck | Refusal:
-    was, still = p.supervisor.acknowledge(msg.alarm)
+    s = p.supervisor
+    held = p.alarms.active.get(msg.alarm)
+    was, still = s.acknowledge(msg.alarm)
     if not was:
         return wrong_state(f"{msg.alarm.name.lower()} is not active", "alarm")
-    return AlarmAckAck(alarm=msg.alarm, still_active=still)
+    # SR-052: whether it was a reset, or only silenced one that needs acknowledging again.
+    return AlarmAckAck(
+        alarm=msg.alarm,
+        still_active=still,
+        priority=held.priority,
+        needs_reset=still and s.needs_reset(msg.alarm),
+        state=s.state,
+    )
 
 
 def set_clock(p: Parts, msg: SetClock) -> SetClockAck | Refusal:

@@ -88,7 +88,8 @@ class MemoryNvm:
 # 64 bolus starts, 32 command ids, 9 runs ...) with room to spare.
 SCALARS: tuple[tuple[str, int], ...] = (
     ("superblock", 0),  # id 0 is the superblock itself
-    ("state", 32),  # the therapy state and what a halt or refill returns to
+    # the therapy state, what a halt or refill returns to, and the stopped-pump reminder's count
+    ("state", 64),
     ("prescription", 2048),
     # basal owed, reservoir, catheter, bolus, odometer, the runs commanded, and the clock:
     # the latest controller and local time committed, its skew and the clock offset

@@ -60,7 +60,7 @@ class Parts:
             alarms=alarms,
             guard=guard,
             engine=engine,
-            supervisor=Supervisor(clock, outbox, alarms, engine, guard),
+            supervisor=Supervisor(clock, outbox, alarms, engine, guard, drugs),
             auth=Auth(clock, config, outbox, keys),
             commands=Commands(outbox),
         )

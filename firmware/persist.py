@@ -53,6 +53,8 @@ class Persist:
         if st is not None:
             p.supervisor.saved_state = TherapyState(st[0])
             p.supervisor.resume_running = bool(st[1])
+            if len(st) > 3:  # (the reminder's count of time not running, since issue 12)
+                p.supervisor.stopped_since_ms, p.supervisor.run_since_ms = st[2], st[3]
         rx = data.get("prescription")
         e = p.engine
         e.rx = Prescription.from_dict(rx) if rx else None
@@ -127,7 +129,7 @@ class Persist:
         s = p.supervisor
         if "state" in touched:
             state = s.state if s.state is not TherapyState.BOOT else s.saved_state
-            nvm.save("state", [int(state), int(s.resume_running)])
+            nvm.save("state", [int(state), int(s.resume_running), s.stopped_since_ms, s.run_since_ms])
         if "prescription" in touched:
             nvm.save("prescription", e.rx.to_dict() if e.rx else None)
         # Every commit writes `delivery`, which says how far time had got: at the next boot,

@@ -65,6 +65,7 @@ class AlarmId(IntEnum):
     PUMP_LINK_LOST = 10  # the controller lost contact with the pump hardware
     CLOCK_ERROR = 11  # pump time, boot count or odometer went back: the hardware restarted from older state
     IMPOSSIBLE_WITHDRAWAL = 12  # more withdrawn at a refill than the reservoir holds: CSF or pocket fluid, not drug
+    THERAPY_STOPPED = 13  # therapy has not run for longer than the reminder time, with a prescription and a fill
 
 
 class Priority(IntEnum):
@@ -206,5 +207,6 @@ class LogEvent(IntEnum):
     NVM_OUTDATED = 24  # arg0 what proves it (MemoryProof), arg1 by how much (boots or strokes)
     BASAL_FORFEITED = 25  # arg0 strokes of basal given up instead of caught up, arg1 their drug in ng
     ODOMETER_WENT_BACK = 26  # arg0 strokes the controller had counted, arg1 the pump's odometer (both low 32 bits)
+    THERAPY_RECOVERED = 27  # arg0 alarm id (AlarmId) whose condition went, arg1 state resumed (TherapyState)
     CATHETER_REPLACED = 28  # arg0 command id, arg1 catheter volume nL (the catheter is now empty)
     CATHETER_STATE = 29  # arg0 old state (CatheterState), arg1 new state (CatheterState)

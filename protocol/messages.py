@@ -91,6 +91,14 @@ AlarmEntry = record(
         F("alarm", EnumField(U8, AlarmId), "which alarm"),
         F("priority", EnumField(U8, Priority), "IEC 60601-1-8 priority"),
         F("acknowledged", Bool(), "1 once acknowledged (silenced); it stays listed while its condition holds"),
+        F("condition_present", Bool(), "1 while its condition holds; 0 once it is gone (latched until acknowledged)"),
+        F("silenced", Bool(), "1 while an acknowledgement keeps its tone silent"),
+        F(
+            "needs_reset",
+            Bool(),
+            "1 if, once its condition is gone, therapy stays halted until a clinician acknowledges it "
+            "(recovery policy 'hold'); 0 if it never halts or therapy resumes by itself",
+        ),
     ),
     "One active (latched) alarm.",
 )
@@ -496,7 +504,15 @@ AlarmAckAck = make_message(
     "Alarm acknowledged.",
     (
         F("alarm", EnumField(U8, AlarmId), "alarm acknowledged"),
-        F("still_active", Bool(), "1 if its condition still holds"),
+        F("still_active", Bool(), "1 if its condition still holds: silenced, it stays latched"),
+        F("priority", EnumField(U8, Priority), "its priority"),
+        F(
+            "needs_reset",
+            Bool(),
+            "1 if it stays latched and, once its condition is gone, therapy stays halted until it is "
+            "acknowledged again",
+        ),
+        F("state", EnumField(U8, TherapyState), "therapy state after the acknowledgement"),
     ),
     answers=AlarmAck,
 )

@@ -311,7 +311,16 @@ def _examples() -> list[tuple[str, Message, int]]:
                 max_boluses_24h=6,
                 dose_24h_ng=1_425_000,
                 max_dose_24h_ng=3 * MG,
-                alarms=(AlarmEntry(alarm=AlarmId.LOW_RESERVOIR, priority=Priority.LOW, acknowledged=False),),
+                alarms=(
+                    AlarmEntry(
+                        alarm=AlarmId.LOW_RESERVOIR,
+                        priority=Priority.LOW,
+                        acknowledged=False,
+                        condition_present=True,
+                        silenced=False,
+                        needs_reset=False,
+                    ),
+                ),
                 battery_mv=3_050,
                 last_command_id=4,
                 catheter_state=CatheterState.PRIMED,
@@ -379,7 +388,17 @@ def _examples() -> list[tuple[str, Message, int]]:
         ),
         ("REFILL_BEGIN_ACK", RefillBeginAck(command_id=7, expected_reservoir_nl=2_000_000), 9),
         ("REFILL_COMPLETE_ACK", RefillCompleteAck(command_id=8, discrepancy_nl=-50_000, reservoir_nl=20_000_000), 10),
-        ("ALARM_ACK_ACK", AlarmAckAck(alarm=AlarmId.LOW_RESERVOIR, still_active=True), 11),
+        (
+            "ALARM_ACK_ACK",
+            AlarmAckAck(
+                alarm=AlarmId.LOW_RESERVOIR,
+                still_active=True,
+                priority=Priority.MEDIUM,
+                needs_reset=False,
+                state=TherapyState.RUNNING,
+            ),
+            11,
+        ),
         (
             "LOG_READ_ACK",
             LogReadAck(

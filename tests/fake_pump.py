@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from firmware.board.druglib import load_library
 from firmware.config import FirmwareConfig
 from firmware.controller import Controller
+from firmware.druglib import DrugLibrary
 from firmware.nvm import MemoryNvm
 from protocol import codec
 from protocol.auth import FrameSigner
@@ -103,8 +104,10 @@ class FakePump:
         keys: dict[Role, bytes] | None = None,
         start_ms: int = 0,
         rtc0_s: int = RTC0_S,
+        drugs: DrugLibrary | None = None,
     ) -> None:
         self.nvm = nvm if nvm is not None else MemoryNvm()
+        self.drugs = drugs or DRUGS
         self.config = config
         self.hw = hw or hw_info()
         self.keys = dict(keys or KEYS)
@@ -142,7 +145,7 @@ class FakePump:
     # ------------------------------------------------------------ controller lifecycle
 
     def _new_controller(self) -> Controller:
-        return Controller(self.keys, self.nvm, DRUGS, self.config)
+        return Controller(self.keys, self.nvm, self.drugs, self.config)
 
     def power_on(self, cause: ResetCause = ResetCause.POWER_UP, answer: bool = True) -> None:
         """POWER_ON; with answer=False the pump's answers (HW_INFO) stay queued, unsent."""

@@ -87,6 +87,14 @@ def write_model(directory: Path, name: str = "model.toml", **keys: Any) -> Path:
     return path
 
 
+def write_drug_library(directory: Path, extra: str, name: str = "drugs.toml") -> Path:
+    """The default drug library (firmware/drugs.toml) with `extra` TOML after it, e.g.
+    '[morphine.recovery]\nmotor_stall = "hold"\n'."""
+    path = Path(directory) / name
+    path.write_text((REPO / "firmware" / "drugs.toml").read_text() + "\n" + extra)
+    return path
+
+
 def action(at_ms: int, kind: str, **kw: Any) -> dict[str, Any]:
     return {"at_ms": at_ms, "kind": kind, **kw}
 
@@ -195,7 +203,7 @@ class ControllerProcess(_Process):
 class FirmwareProcess(_Process):
     """`thecal firmware --port PUMP --state-dir DIR` (the real controller) as its own process."""
 
-    def __init__(self, pump_port: str, state_dir: Path, log: Path) -> None:
+    def __init__(self, pump_port: str, state_dir: Path, log: Path, args: Sequence[str] = ()) -> None:
         argv = [
             PYTHON,
             "-m",
@@ -206,6 +214,7 @@ class FirmwareProcess(_Process):
             "--state-dir",
             str(state_dir),
             "--exit-on-stdin-eof",
+            *args,
         ]
         super().__init__(argv, log)
 
@@ -286,14 +295,17 @@ class Procs:
             wait_until(lambda: boot_count(emu.state_dir) > boots, f"controller {name} to connect", ctl)
         return ctl
 
-    def firmware(self, emu: EmulatorProcess, state_dir: Path | None = None) -> FirmwareProcess:
+    def firmware(
+        self, emu: EmulatorProcess, state_dir: Path | None = None, args: Sequence[str] = ()
+    ) -> FirmwareProcess:
         """Start `thecal firmware` on emu's pump link (split mode) and wait until it has
         connected (kicked the watchdog). Its keys come from the emulator's state dir
-        unless another directory (with a keys.json) is given."""
+        unless another directory (with a keys.json) is given; `args` are more options
+        (`--config FILE`, `--drug-library FILE`)."""
         if emu.pump is None:
             raise HarnessError("the emulator was not started with --split")
         name = self._name("fw")
-        fw = FirmwareProcess(emu.pump, state_dir or emu.state_dir, self.tmp / f"{name}.log")
+        fw = FirmwareProcess(emu.pump, state_dir or emu.state_dir, self.tmp / f"{name}.log", args)
         self.started.append(fw)
         wait_alive(emu.sim, fw)
         return fw
@@ -495,6 +507,7 @@ class PumpHost:
         self.firmware = firmware
         self.model = model
         self.seed: int | None = None
+        self.firmware_files: dict[str, Path] = {}  # the firmware's settings and drug library, if not the defaults
 
     def next_id(self) -> int:
         self.command_id += 1
@@ -603,28 +616,46 @@ def program_message(command_id: int, **fields: Any):
 DEFAULT_SPLIT = False  # pytest --split sets it (tests/conftest.py)
 
 
-def firmware_pump(procs: Procs, split: bool | None = None, seed: int | None = None, **model_keys: Any) -> PumpHost:
+def firmware_pump(
+    procs: Procs,
+    split: bool | None = None,
+    seed: int | None = None,
+    drug_library: Path | None = None,
+    firmware_config: Path | None = None,
+    **model_keys: Any,
+) -> PumpHost:
     """An emulator running the controller firmware (in-process, or split as `thecal
     firmware` in its own process; None follows pytest's --split), its pump model exact (no
-    stroke error) unless model_keys say otherwise, and the PumpHost talking to it."""
+    stroke error) unless model_keys say otherwise, and the PumpHost talking to it. The
+    firmware takes the drug library and settings files given (the defaults otherwise)."""
     keys = {"stroke_error_sd_ppm": 0, **model_keys}
     model = write_model(procs.tmp, f"{procs._name('model')}.toml", **keys)
-    return _start_pump(procs, model, split, seed)
+    files = {"drug-library": drug_library, "config": firmware_config}
+    return _start_pump(procs, model, split, seed, files={k: Path(v) for k, v in files.items() if v is not None})
 
 
 def _start_pump(
-    procs: Procs, model: Path, split: bool | None, seed: int | None, state_dir: Path | None = None
+    procs: Procs,
+    model: Path,
+    split: bool | None,
+    seed: int | None,
+    state_dir: Path | None = None,
+    files: dict[str, Path] | None = None,
 ) -> PumpHost:
     if split is None:
         split = DEFAULT_SPLIT
+    files = files or {}
     fw = None
     if split:
         emu = procs.emulator(split=True, model=model, seed=seed, state_dir=state_dir)
-        fw = procs.firmware(emu)
+        fw = procs.firmware(emu, args=[a for k, f in files.items() for a in (f"--{k}", str(f))])
     else:
-        emu = procs.emulator(split=False, firmware=True, model=model, seed=seed, state_dir=state_dir)
+        # (`thecal emulator` names the in-process firmware's settings --firmware-config.)
+        opts = [a for k, f in files.items() for a in ("--firmware-config" if k == "config" else f"--{k}", str(f))]
+        emu = procs.emulator(*opts, split=False, firmware=True, model=model, seed=seed, state_dir=state_dir)
     host = PumpHost(emu.sim, emu, fw, model)
     host.seed = seed
+    host.firmware_files = files
     return host
 
 
@@ -645,6 +676,6 @@ def restart_pump(procs: Procs, pump: PumpHost, edit: Callable[[Path], None] | No
         raise HarnessError(f"emulator exited with {rc}; stderr:\n{emu.stderr}")
     if edit is not None:
         edit(emu.state_dir)
-    again = _start_pump(procs, pump.model, split, pump.seed, emu.state_dir)
+    again = _start_pump(procs, pump.model, split, pump.seed, emu.state_dir, pump.firmware_files)
     again.command_id = pump.command_id  # a command id is never used twice
     return again

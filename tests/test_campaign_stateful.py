@@ -30,7 +30,11 @@ After every step (docs/campaigns.md, "Stateful property test", says why each is 
     (not after a restart from older state until the next refill: the fluid went back);
   * event log: sequence numbers strictly increase with no gaps, across resets and
     restarts from older state;
-  * after a restart from older state, CLOCK_ERROR stands until acknowledged.
+  * after a restart from older state, CLOCK_ERROR stands until acknowledged;
+  * a halted pump is held by an alarm (a stall that went, under its recovery policy
+    resume, lets it go by itself); a pump with a prescription and a fill that has not run
+    for the reminder time, stopped or in a refill, shows the therapy_stopped alarm, and a
+    running one never does.
 
 The strokes are seen through the emulated hardware's stroke tap (PumpHardware.add_stroke_tap).
 Failing examples are saved in hypothesis' example database (.hypothesis/ by default) and
@@ -122,6 +126,7 @@ OTHER_DRUG = "hydromorphone"
 DRUG_LIMITS = {DRUG: (MAX_CONC, MAX_DAILY), OTHER_DRUG: (15 * MG, 10 * MG)}  # firmware/drugs.toml
 CONCENTRATIONS = (5 * MG, 2 * MG, 10 * MG, 20 * MG)  # the first is the simplest example's
 RUNNING_OR_HALTED = (TherapyState.RUNNING, TherapyState.HALTED)
+REMINDER_S = 3_600  # firmware/config.py therapy_stopped_alarm_ms: a pump left stopped reminds
 
 LONG = settings.get_current_profile_name() == "long"
 EXAMPLES = scaled(20)
@@ -384,8 +389,19 @@ FIGURES = Figures()
 # ================================================================ the machine
 
 
-def _high(st_ack) -> bool:
-    return any(a.priority is Priority.HIGH for a in st_ack.alarms)
+def _holding(st_ack) -> bool:
+    """A high alarm holds therapy halted (firmware/rules/recovery.py), as STATUS shows it:
+    its condition present, or gone without the reset its policy asks for. A motor stall
+    that cleared (policy resume) is latched until acknowledged and holds nothing."""
+    return any(a.priority is Priority.HIGH and (a.condition_present or a.needs_reset) for a in st_ack.alarms)
+
+
+def _recovered(before, after) -> bool:
+    """A halted pump came back by itself (recovery policy resume, SR-051): what halted it
+    has gone (a stall the hardware no longer has), nothing holds it, and the alarm that
+    halted it is still latched, its condition gone."""
+    gone = any(a.priority is Priority.HIGH and not a.condition_present and not a.needs_reset for a in after.alarms)
+    return before.state is TherapyState.HALTED and not _holding(after) and gone
 
 
 @dataclass
@@ -519,6 +535,8 @@ class PumpCampaign(RuleBasedStateMachine):
         self.faults: dict[Fault, int] = {}
         self.back_ms = 0  # how far the pump's time has gone back in all (restart_older)
         self.priming: Priming | None = None
+        # Controller time (s) therapy last stopped running, from the log (None while it runs).
+        self.not_running_since_s: int | None = None
         self.prime_ids: set[int] = set()  # command ids of the PRIMEs accepted
         self.primed_in_step = 0  # priming strokes checked since the last step
         self.snapshots: deque[Snapshot] = deque(maxlen=16)
@@ -631,7 +649,8 @@ class PumpCampaign(RuleBasedStateMachine):
     def start(self) -> None:
         before = self.status()
         reply = self.req(Start(command_id=self.next_id()))
-        ok = before.state is TherapyState.STOPPED and not _high(before) and before.reservoir_nl >= EMPTY_NL + STROKE_NL
+        room = before.reservoir_nl >= EMPTY_NL + STROKE_NL
+        ok = before.state is TherapyState.STOPPED and not _holding(before) and room
         if ok and before.bolus_active and isinstance(reply, Nak):
             ok = False  # (a priming in progress, the one bolus of a stopped pump: START may wait for it)
         if ok:
@@ -672,7 +691,7 @@ class PumpCampaign(RuleBasedStateMachine):
             want = BolusDecision.NOT_RUNNING
         elif rx.bolus is None:
             want = BolusDecision.NO_PATIENT_BOLUS
-        elif _high(st_ack):
+        elif _holding(st_ack):
             want = BolusDecision.ALARM_ACTIVE
         elif st_ack.bolus_active:
             want = BolusDecision.BOLUS_IN_PROGRESS
@@ -750,7 +769,7 @@ class PumpCampaign(RuleBasedStateMachine):
         if (
             before.state not in (TherapyState.RUNNING, TherapyState.STOPPED)
             or before.bolus_active
-            or _high(before)
+            or _holding(before)
             or (stopped and before.reservoir_nl == NONE_U32)
         ):
             self.expect_nak(reply, NakReason.WRONG_STATE)
@@ -824,7 +843,7 @@ class PumpCampaign(RuleBasedStateMachine):
         elif before.reservoir_nl - volume < EMPTY_NL:
             assert isinstance(reply, Nak), f"{what} accepted with {before.reservoir_nl} nL in the reservoir"
             self.expect_nak(reply, NakReason.OUT_OF_RANGE, "volume_nl")
-        elif isinstance(reply, Nak) and not (_high(before) and reply.reason is NakReason.WRONG_STATE):
+        elif isinstance(reply, Nak) and not (_holding(before) and reply.reason is NakReason.WRONG_STATE):
             # (A high alarm standing is not in the spec: refused WRONG_STATE or accepted
             # to no effect, the safety layer allowing no run, are both fair.)
             self.expect_nak(reply, NakReason.OUT_OF_RANGE, "volume_nl")
@@ -833,7 +852,7 @@ class PumpCampaign(RuleBasedStateMachine):
             basal_fg = (daily_basal(rx.basal) + Fraction(max(r for _, r in rx.basal), 1440)) * FG_PER_NG
             need_fg = (before.dose_24h_ng + 1) * FG_PER_NG + basal_fg + (strokes + 1) * STROKE_NL * max(concs)
             fits = (
-                not _high(before)
+                not _holding(before)
                 and need_fg <= limit_fg
                 and before.reservoir_nl - strokes * STROKE_NL >= EMPTY_NL + STROKE_NL
             )
@@ -846,7 +865,7 @@ class PumpCampaign(RuleBasedStateMachine):
         self.prime_ids.add(cid)
         FIGURES.count(FIGURES.actions, "prime")
         return (
-            not _high(before)
+            not _holding(before)
             and not {Fault.OCCLUSION, Fault.MOTOR_STALL} & set(self.faults)
             and gt.outlet_pressure_pa == 0
             and before.reservoir_nl - strokes * STROKE_NL >= EMPTY_NL + STROKE_NL
@@ -1020,7 +1039,7 @@ class PumpCampaign(RuleBasedStateMachine):
         alarms = {a.alarm for a in after.alarms}
         if added < EMPTY_NL + STROKE_NL:  # not one stroke above the empty level: said at once
             assert after.state is TherapyState.HALTED and AlarmId.EMPTY_RESERVOIR in alarms, after
-        elif _high(after):  # (a fault found during the refill: a stall seen at a reset in it)
+        elif _holding(after):  # (a fault found during the refill: a stall seen at a reset in it)
             assert after.state in (TherapyState.STOPPED, TherapyState.HALTED), after
         else:
             assert after.state in (TherapyState.RUNNING, TherapyState.STOPPED), after
@@ -1100,8 +1119,15 @@ class PumpCampaign(RuleBasedStateMachine):
         after = self.status()
         # It comes back as it was (a bolus in progress is abandoned, never resumed), or
         # halted by a fault it found at boot (a stall while stopped shows only then).
-        found = {a.alarm for a in after.alarms if a.priority is Priority.HIGH} - {a.alarm for a in before.alarms}
-        assert after.state is before.state or (after.state is TherapyState.HALTED and found), (before, after)
+        # Or recovered by itself from a halt whose fault went while it was off (SR-051).
+        # (Found: a condition present now that was not before, though its alarm may still
+        # have been listed, latched from an earlier stall the pump had recovered from.)
+        found = {a.alarm for a in after.alarms if a.priority is Priority.HIGH and a.condition_present} - {
+            a.alarm for a in before.alarms if a.condition_present
+        }
+        assert (
+            after.state is before.state or (after.state is TherapyState.HALTED and found) or _recovered(before, after)
+        ), (before, after)
         assert not after.bolus_active, after
         for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
             assert getattr(after, k) == getattr(before, k), (k, before, after)
@@ -1145,7 +1171,12 @@ class PumpCampaign(RuleBasedStateMachine):
         # As it was: a running pump keeps running, a bolus in progress abandoned as at any
         # reset; or halted by a high alarm: a fault the older hardware brought back, or one
         # that stood in a stopped pump (an alarm raised then, CLOCK_ERROR too, halts it).
-        as_was = after.state is before.state or (after.state is TherapyState.HALTED and _high(after))
+        # Or recovered by itself from a halt whose fault the older hardware does not have.
+        as_was = (
+            after.state is before.state
+            or (after.state is TherapyState.HALTED and _holding(after))
+            or _recovered(before, after)
+        )
         assert as_was, (went, before, after)
         assert not after.bolus_active, after
         for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
@@ -1159,7 +1190,7 @@ class PumpCampaign(RuleBasedStateMachine):
         self._check_log()
         assert len(self.log_clock_back) == logged + 1, f"{len(self.log_clock_back) - logged} CLOCK_WENT_BACK {went}"
         assert abs(self.log_clock_back[-1] - back // 1000) <= 1, (self.log_clock_back[-1], went)
-        if observe and after.state is TherapyState.RUNNING and not _high(after) and self.within_budget():
+        if observe and after.state is TherapyState.RUNNING and not _holding(after) and self.within_budget():
             self._basal_goes_on(after)
 
     def _basal_goes_on(self, after) -> None:
@@ -1179,7 +1210,7 @@ class PumpCampaign(RuleBasedStateMachine):
         now = self.status()
         window_fg = (after.dose_24h_ng + max(rates) // 12) * FG_PER_NG + 2 * STROKE_NL * max(concs)
         held = (
-            _high(now)
+            _holding(now)
             or now.state is not TherapyState.RUNNING
             or window_fg > self.limit_ng * FG_PER_NG
             or after.reservoir_nl - most * STROKE_NL < EMPTY_NL + STROKE_NL
@@ -1257,6 +1288,7 @@ class PumpCampaign(RuleBasedStateMachine):
         self._check_reservoir(st_ack, gt)
         if self.clock_error_due:
             assert AlarmId.CLOCK_ERROR in {a.alarm for a in st_ack.alarms}, f"CLOCK_ERROR gone unacknowledged: {st_ack}"
+        self._check_halt_and_reminder(st_ack)
         # Step by step over the wire: a step that began and ended stopped, in refill or
         # halted, with no state change in between, delivered nothing (drug held behind an
         # occlusion and venting after it clears was delivered when it was pushed), unless
@@ -1273,6 +1305,26 @@ class PumpCampaign(RuleBasedStateMachine):
         self.prev = (st_ack.state, out_nl, real_ms)
         self.primed_in_step = 0
         self._snapshot(st_ack)
+
+    def _check_halt_and_reminder(self, st_ack) -> None:
+        """SR-051: a halted pump is held by an alarm (one whose fault went by itself, under
+        the resume policy, gives it back); SR-050: a pump with a prescription and a fill
+        that has not run for the reminder time, stopped or in a refill, reminds, and a
+        running one does not. (Time not running also counts across short runs, so the
+        reminder may come earlier than the model's count: only this side is exact.)"""
+        if st_ack.state is TherapyState.HALTED:
+            assert _holding(st_ack), f"halted with nothing holding it: {st_ack}"
+        reminder = next((a for a in st_ack.alarms if a.alarm is AlarmId.THERAPY_STOPPED), None)
+        left = st_ack.state in (TherapyState.STOPPED, TherapyState.REFILL)
+        if st_ack.state is TherapyState.RUNNING:
+            assert reminder is None, f"the stopped-pump reminder while running: {st_ack}"
+        if reminder is not None and reminder.condition_present:
+            assert left and reminder.priority is Priority.LOW, st_ack  # (morphine, hydromorphone: low)
+        since = self.not_running_since_s
+        if left and since is not None and st_ack.time_s - since > REMINDER_S and st_ack.drug:
+            assert reminder is not None and reminder.condition_present, (
+                f"not running since {since} s, {st_ack.time_s - since} s ago, and no reminder: {st_ack}"
+            )
 
     def _snapshot(self, st_ack) -> None:
         """Keep the hardware's physical state for restart_older, when restarting from it
@@ -1309,6 +1361,11 @@ class PumpCampaign(RuleBasedStateMachine):
             assert ack.entries, f"log page empty below next_seq {ack.next_seq}"
 
     def _log_entry(self, e) -> None:
+        if e.event is LogEvent.THERAPY_STATE:
+            if e.arg1 == TherapyState.RUNNING:
+                self.not_running_since_s = None
+            elif self.not_running_since_s is None:
+                self.not_running_since_s = e.time_s
         if e.event is LogEvent.PROGRAM_ACCEPTED or e.event is LogEvent.REFILL_COMPLETE:
             kind, cid, at, lockout_ms = self.lockout_events.popleft()
             assert kind == ("program" if e.event is LogEvent.PROGRAM_ACCEPTED else "refill"), (e, kind)
@@ -1457,6 +1514,31 @@ def test_bug_a_reset_halted_a_pump_a_clinician_had_stopped():
     pump2.request(SimInjectFault(fault=Fault.BATTERY_MV, link=Link.NONE, value=3_050, rate_ppm=0, seed=0), Role.SIM)
     pump2.request(SimPowerCycle(off_ms=1_000), Role.SIM)
     assert pump2.request(Status()).state is TherapyState.HALTED
+
+
+def test_a_stall_the_older_hardware_does_not_have_ends_the_halt_by_itself():
+    """What the campaign found when stall recovery came (issue 12, SR-051): a pump halted
+    by a motor stall, whose hardware then restarted from a state before the stall, came
+    back running, not halted as the model expected: the stall is gone, and its recovery
+    policy (resume) ends the halt by itself. CLOCK_ERROR stands; the stall stays latched,
+    its condition gone, until acknowledged."""
+    pump, _ = local_pump()
+    assert pump.request(Start(command_id=10)).state is TherapyState.RUNNING
+    pump.request(SimAdvance(duration_ms=2 * HOUR), Role.SIM)
+    older = pump.rig.state()
+    pump.request(SimAdvance(duration_ms=HOUR), Role.SIM)
+    pump.request(SimInjectFault(fault=Fault.MOTOR_STALL, link=Link.NONE, value=0, rate_ppm=0, seed=0), Role.SIM)
+    pump.request(SimAdvance(duration_ms=30 * MINUTE), Role.SIM)
+    assert pump.request(Status()).state is TherapyState.HALTED
+    pump.restart_from(older)
+    pump.request(SimAdvance(duration_ms=2 * MINUTE), Role.SIM)
+    st_ack = pump.request(Status())
+    alarms = {a.alarm: a for a in st_ack.alarms}
+    assert st_ack.state is TherapyState.RUNNING, st_ack
+    assert AlarmId.CLOCK_ERROR in alarms
+    stall = alarms[AlarmId.MOTOR_STALL]
+    assert (stall.condition_present, stall.needs_reset, stall.acknowledged) == (False, False, False)
+    assert not _holding(st_ack)
 
 
 def test_bug_a_refill_below_the_low_level_raised_no_alarm():

@@ -458,9 +458,27 @@ def test_refill_ack_and_clinician_bolus(procs, tmp_path):
     assert cli.json("refill", "begin")["expected_ul"] == 18_000
     assert cli.json("refill", "complete", "--withdrawn", "20 mL", "--filled", "18 mL")["discrepancy_ul"] == 2_000
     alarms = cli.json("status")["alarms"]
-    assert alarms == [{"id": "refill_discrepancy", "priority": "medium", "acknowledged": False}]
+    assert alarms == [
+        {
+            "id": "refill_discrepancy",
+            "priority": "medium",
+            "acknowledged": False,
+            "condition_present": False,  # a one-off finding: latched until acknowledged
+            "silenced": False,
+            "needs_reset": False,
+        }
+    ]
     assert cli.json("ack", "refill_discrepancy") == {
-        "acknowledged": [{"id": "refill_discrepancy", "still_active": False}]
+        "acknowledged": [
+            {
+                "id": "refill_discrepancy",
+                "still_active": False,
+                "condition_present": False,
+                "priority": "medium",
+                "needs_reset": False,
+                "state": "stopped",
+            }
+        ]
     }
     assert cli.json("ack") == {"acknowledged": []}
     doc = cli.json("ack", "low_reservoir", code=3)
@@ -511,7 +529,8 @@ def test_catheter_replaced_prime_and_the_surgery_in_the_emulator(procs):
     assert cli.json("sim", "replace-catheter") == {"volume_ul": 200}  # the pump model's
     done = cli.json("catheter-replaced")
     assert done == {"catheter_state": "empty", "catheter_volume_ul": 200, "command_id": done["command_id"]}
-    assert "prime it" in cli.ok("catheter-replaced")
+    again = cli.run("catheter-replaced")  # at most one declaration in 24 h
+    assert again.returncode == 3 and "less than 24 h ago" in again.stderr
     refused = cli.json("start", code=3)
     assert refused["reason"] == "wrong_state" and "catheter is empty" in refused["error"]
     primed = cli.json("prime", "0.25 mL")
@@ -526,8 +545,49 @@ def test_catheter_replaced_prime_and_the_surgery_in_the_emulator(procs):
     ).items()
     assert cli.json("prime", "1 mL", code=3)["field"] == "volume_nl"  # over twice the catheter
     assert cli.run("prime", "0.2 mLL").returncode == 2  # a unit typo: a usage error, nothing sent
+    cli.json("sim", "advance", "1d")
+    assert "new and empty (200 uL): prime it" in cli.ok("catheter-replaced")
+    cli.json("prime", "0.2 mL")
+    cli.json("sim", "advance", "15min")
     cli.json("start")
     assert cli.json("catheter-replaced", code=3)["reason"] == "wrong_state"  # therapy running
+
+
+@pytest.mark.req("SR-052")
+def test_status_ack_and_a_refused_start_say_acknowledge_versus_reset(procs):
+    """An occlusion (recovery policy hold) as a clinician meets it at the command line."""
+    _, cli = pump(procs)
+    cli.json("program", str(REPO / "examples" / "morphine.toml"))
+    record_fill(cli)
+    cli.json("start")
+    cli.json("sim", "advance", "1h")
+    cli.json("sim", "fault", "occlusion", "on")
+    cli.json("sim", "advance", "15min")
+    out = cli.ok("status")
+    needs = "halts therapy until acknowledged with its condition gone"
+    assert f"occlusion (high, condition present, not acknowledged, {needs})" in out
+    assert cli.ok("ack", "occlusion").strip() == (
+        "acknowledged occlusion: silenced; the condition is still present; acknowledge again once it clears to resume"
+    )
+    (a,) = cli.json("status")["alarms"]
+    assert a == {
+        "id": "occlusion",
+        "priority": "high",
+        "acknowledged": True,
+        "condition_present": True,
+        "silenced": True,
+        "needs_reset": True,
+    }
+    r = cli.run("start")
+    assert r.returncode == 3
+    assert "halted by occlusion (still present): acknowledge each once its condition is gone" in r.stderr
+    doc = cli.json("start", code=3)
+    assert doc["reason"] == "wrong_state" and "halted by occlusion (still present)" in doc["error"]
+    cli.json("sim", "fault", "occlusion", "off")
+    cli.json("sim", "advance", "10min")
+    assert f"occlusion (high, condition gone, silenced, {needs})" in cli.ok("status")
+    assert "halted by occlusion (gone, not acknowledged)" in cli.run("start").stderr
+    assert cli.ok("ack").strip() == "acknowledged occlusion: cleared; therapy running"
 
 
 # ============================================================ sim-control
@@ -562,7 +622,8 @@ def test_sim_truth_and_faults(procs, tmp_path):
     cli.json("sim", "advance", "1min")
     st = cli.json("status")
     assert st["battery_mv"] == 2_700 and st["state"] == "halted"
-    assert {"id": "battery_eos", "priority": "high", "acknowledged": False} in st["alarms"]
+    eos = {"id": "battery_eos", "priority": "high", "acknowledged": False, "condition_present": True}
+    assert {**eos, "silenced": False, "needs_reset": True} in st["alarms"]
     tones = cli.json("sim", "truth")["tones"]
     assert tones and all(set(x) == {"time_s", "pattern"} for x in tones)
     later = [x["pattern"] for x in tones if x["time_s"] >= t2["time_s"]]

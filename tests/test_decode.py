@@ -144,7 +144,10 @@ def test_text_is_one_aligned_line_per_frame(frames):
         assert line[columns["dir"] :].split()[0] in ("host->pump", "pump->host", "ctrl->pump", "pump->ctrl")
     status_ack = next(ln for ln in body if " STATUS_ACK " in ln and " host " in ln)
     assert "state=RUNNING" in status_ack
-    assert "alarms=[{alarm=BATTERY_ERI priority=MEDIUM acknowledged=false}]" in status_ack
+    assert (
+        "alarms=[{alarm=BATTERY_ERI priority=MEDIUM acknowledged=false condition_present=true silenced=false "
+        "needs_reset=false}]"
+    ) in status_ack
     sleep = next(ln for ln in body if " SLEEP_UNTIL " in ln)
     assert re.search(r"wake_at_ms=\d+$", sleep)
 

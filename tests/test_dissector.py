@@ -284,11 +284,17 @@ def test_enums_show_their_names_and_relays_their_host_frame(lua, records):
     (alarms,) = tree.find("thecal.status_ack.alarms")
     assert alarms.label == "alarms (1)"
     (entry,) = tree.find("thecal.alarm_entry")
-    assert entry.label == "AlarmEntry [0]: alarm=BATTERY_ERI priority=MEDIUM acknowledged=false"
+    assert entry.label == (
+        "AlarmEntry [0]: alarm=BATTERY_ERI priority=MEDIUM acknowledged=false condition_present=true "
+        "silenced=false needs_reset=false"
+    )
     assert [n.label for n in entry.children] == [
         "alarm: BATTERY_ERI (6)",
         "priority: MEDIUM (2)",
         "acknowledged: False",
+        "condition_present: True",
+        "silenced: False",
+        "needs_reset: False",
     ]
 
     tree, cols = _tree_of(lua, records, "BOLUS_REQUEST", Direction.HOST_TO_PUMP)

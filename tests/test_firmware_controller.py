@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware.config import FirmwareConfig
+from firmware.druglib import DrugLibrary
 from firmware.nvm import MemoryNvm
+from firmware.rules.recovery import Policy
 from protocol import codec
 from protocol.auth import FrameSigner
 from protocol.codes import (
@@ -89,7 +92,7 @@ from protocol.messages import (
     Time,
 )
 from protocol.schema import NONE_U32, family_of
-from tests.fake_pump import KEYS, FakePump, hw_info
+from tests.fake_pump import DRUGS, KEYS, FakePump, hw_info
 from tests.strategies import messages, scaled
 
 MIN = 60_000
@@ -203,10 +206,11 @@ def setup(
     config: FirmwareConfig | None = None,
     hw: HwInfo | None = None,
     nvm: MemoryNvm | None = None,
+    drugs: DrugLibrary | None = None,
     **rx: object,
 ) -> FakePump:
     """Power on at local midnight, program, fill 12 mL and (by default) start, all at t=0."""
-    p = FakePump(nvm=nvm, config=config, hw=hw)
+    p = FakePump(nvm=nvm, config=config, hw=hw, drugs=drugs)
     p.power_on()
     ok(p.request(program(p, **rx)), ProgramAck)
     fill(p)
@@ -272,6 +276,9 @@ def whole_second_after(p: FakePump) -> int:
 # ---------------------------------------------------------------- faults, by kind
 
 FAULTS = ("motor_stall", "occlusion", "battery_eos")
+# The drug library with every drug's motor stall held for a clinician, as occlusion and
+# end of service are by default (rules/recovery.py): the tests of the hold policy.
+HOLD_STALL = DrugLibrary(tuple(replace(d, recovery=((AlarmId.MOTOR_STALL, Policy.HOLD),)) for d in DRUGS.drugs))
 FAULT_ALARM = {"motor_stall": AlarmId.MOTOR_STALL, "occlusion": AlarmId.OCCLUSION, "battery_eos": AlarmId.BATTERY_EOS}
 
 
@@ -562,7 +569,7 @@ def test_rule_battery_eos_raises_a_high_alarm_that_halts_delivery():
 
 @pytest.mark.parametrize("kind", FAULTS)
 def test_rule_high_alarm_halts_until_the_condition_is_gone_and_then_acknowledged(kind):
-    p = setup()
+    p = setup(drugs=HOLD_STALL)
     p.advance_to(H)
     halted = raise_fault(p, kind)
     alarm = FAULT_ALARM[kind]
@@ -603,7 +610,7 @@ def test_bug_a_medium_alarm_raised_while_a_high_one_stands_halted_a_pump_a_clini
 
 @pytest.mark.parametrize("kind", FAULTS)
 def test_rule_high_alarm_acknowledged_while_its_condition_holds_stays_halted_until_gone_and_acknowledged_again(kind):
-    p = setup()
+    p = setup(drugs=HOLD_STALL)
     p.advance_to(H)
     halted = raise_fault(p, kind)
     alarm = FAULT_ALARM[kind]
@@ -885,7 +892,7 @@ def test_rule_power_on_recovers_the_lockout_and_denies_a_bolus_inside_it():
 
 def test_rule_power_on_recovers_a_latched_high_alarm_and_stays_halted():
     nvm = MemoryNvm()
-    p = setup(nvm=nvm)
+    p = setup(nvm=nvm, drugs=HOLD_STALL)
     p.advance_to(H)
     raise_fault(p, "motor_stall")
     clear_fault(p, "motor_stall")  # the condition went; not acknowledged

@@ -2,11 +2,13 @@
 
 Motor stall and occlusion are injected in the emulator (SimInjectFault); the firmware
 must halt with a high alarm and a two-tone, stay halted while the condition holds even
-when acknowledged, and resume only once the condition is gone and a clinician has
-acknowledged it. Refills are done in two halves as in a clinic: the needle (SimRefill,
-physical) and the record (REFILL_BEGIN / REFILL_COMPLETE); a discrepancy between what
-was withdrawn and what the firmware expected is an alarm, an overfill (a fill beyond the
-capacity) is refused, more withdrawn than the reservoir holds is its own alarm.
+when acknowledged, and, under the recovery policy `hold` (occlusion's default; a motor
+stall's when the drug library says so), resume only once the condition is gone and a
+clinician has acknowledged it (a stall's default, `resume`: test_firmware_hil_alarms.py).
+Refills are done in two halves as in a clinic: the needle (SimRefill, physical) and the
+record (REFILL_BEGIN / REFILL_COMPLETE); a discrepancy between what was withdrawn and
+what the firmware expected is an alarm, an overfill (a fill beyond the capacity) is
+refused, more withdrawn than the reservoir holds is its own alarm.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ from protocol.messages import (
     SimPowerCycle,
     SimRefill,
     Stop,
+    TherapyStateChanged,
 )
 from protocol.schema import NONE_U64
-from tests.harness import Procs, PumpHost, firmware_pump
+from tests.harness import Procs, PumpHost, firmware_pump, write_drug_library
 from tools.client import Refused
 
 MG = 1_000_000
@@ -62,9 +65,9 @@ def procs(tmp_path):
         yield p
 
 
-def running(procs, rate: int = 4 * MG, limit: int = 5 * MG, **model) -> PumpHost:
+def running(procs, rate: int = 4 * MG, limit: int = 5 * MG, drug_library=None, **model) -> PumpHost:
     """Filled (12 mL of 5 mg/mL), programmed (flat basal `rate`), running for an hour."""
-    pump = firmware_pump(procs, **model)
+    pump = firmware_pump(procs, drug_library=drug_library, **model)
     pump.fill(FILL_NL, CONC)
     pump.program(basal=((0, rate),), max_dose_24h_ng=limit)
     assert pump.start().state is TherapyState.RUNNING
@@ -84,15 +87,21 @@ def alarms(st) -> dict[AlarmId, tuple[Priority, bool]]:
 # ============================================================ motor stall and occlusion
 
 
+def held_stall(procs) -> object:
+    """A drug library whose morphine holds a motor stall for a clinician (rules/recovery.py)."""
+    return write_drug_library(procs.tmp, '[morphine.recovery]\nmotor_stall = "hold"\n')
+
+
 @pytest.mark.parametrize(
     ("fault", "alarm"),
     [(Fault.MOTOR_STALL, AlarmId.MOTOR_STALL), (Fault.OCCLUSION, AlarmId.OCCLUSION)],
-    ids=["motor-stall", "occlusion"],
+    ids=["motor-stall-held", "occlusion"],
 )
-@pytest.mark.req("SR-020", "SR-021", "SR-022")
+@pytest.mark.req("SR-020", "SR-021", "SR-022", "SR-051")
 def test_fault_halts_with_high_alarm_and_recovers_only_when_cleared_and_acknowledged(procs, fault, alarm):
     rate = 4 * MG  # a stroke every 54 s
-    pump = running(procs, rate)
+    # (Occlusion holds by default; a stall only when the drug library says so.)
+    pump = running(procs, rate, drug_library=held_stall(procs) if fault is Fault.MOTOR_STALL else None)
     # A clinician bolus is under way when the fault comes: it is abandoned, not resumed.
     pump.request(ClinicianBolus(command_id=pump.next_id(), dose_ng=200_000, duration_s=1_200))
     pump.advance(5 * MINUTE)
@@ -316,19 +325,21 @@ def test_bug_high_alarm_acknowledged_while_its_condition_held_resumed_by_itself(
     it) was taken as the clinician's go-ahead: the moment the stall cleared, therapy
     resumed on its own, with nobody deciding it was safe. Now an acknowledgement given
     while the condition holds only silences; once the condition is gone the alarm stays
-    latched, and therapy halted, until a clinician acknowledges it again."""
+    latched, and therapy halted, until a clinician acknowledges it again. (A stall now
+    resumes by its recovery policy, SR-051; an occlusion holds, so it shows the same.)"""
     pump = running(procs)
-    inject(pump, Fault.MOTOR_STALL)
-    pump.advance(5 * MINUTE)
-    assert pump.ack(AlarmId.MOTOR_STALL).still_active
-    pump.sim(SimClearFault(fault=Fault.MOTOR_STALL))
+    inject(pump, Fault.OCCLUSION)
+    pump.advance(10 * MINUTE)
+    assert pump.ack(AlarmId.OCCLUSION).still_active
+    pump.sim(SimClearFault(fault=Fault.OCCLUSION))
+    pump.advance(5 * MINUTE)  # the held volume vents
     strokes = pump.truth().strokes_total
     pump.advance(HOUR)
     st = pump.status()
     assert st.state is TherapyState.HALTED  # was RUNNING
-    assert alarms(st) == {AlarmId.MOTOR_STALL: (Priority.HIGH, False)}
+    assert alarms(st) == {AlarmId.OCCLUSION: (Priority.HIGH, False)}
     assert pump.truth().strokes_total == strokes
-    assert not pump.ack(AlarmId.MOTOR_STALL).still_active
+    assert not pump.ack(AlarmId.OCCLUSION).still_active
     assert pump.status().state is TherapyState.RUNNING
 
 
@@ -363,6 +374,10 @@ def test_bug_basal_lost_after_delivery_stopped_mid_run(procs, how):
     st = pump.status()
     assert st.state is TherapyState.RUNNING
     resumed = pump.truth().time_ms
+    if how == "stall":  # (it resumed by itself once the stall cleared: SR-051)
+        back = [e for e in pump.events(TherapyStateChanged) if e.old_state is TherapyState.HALTED]
+        assert [e.new_state for e in back] == [TherapyState.RUNNING]
+        resumed = back[0].time_s * 1000
     pump.advance(3 * HOUR)
     gt = pump.truth()
     expected = Fraction(rate * (stopped + gt.time_ms - resumed), DAY)

@@ -56,7 +56,7 @@ def test_no_run_of_any_purpose_moves_the_motor_while_a_high_alarm_stands(purpose
     state = TherapyState.STOPPED if purpose is Purpose.PRIMING else TherapyState.RUNNING
     p = parts(state)
     p.alarms.condition(AlarmId.OCCLUSION, True, p.clock.now_ms)
-    facts = p.engine.delivery_facts(state, p.alarms.high_active())
+    facts = p.engine.delivery_facts(state, p.alarms.holds_therapy())
     assert not p.guard.admit(RunRequest(purpose, 1, 1_800, 7), facts)
     assert motor(p) == [] and p.guard.run is None
 

@@ -185,6 +185,7 @@ def test_rule_alarm_priorities_follow_the_domain_notes():
         assert a.active[alarm].priority is Priority.HIGH
     for alarm in medium:
         assert a.active[alarm].priority is Priority.MEDIUM
+    assert a.active[AlarmId.THERAPY_STOPPED].priority is Priority.LOW  # a reminder (medium by drug: SR-050)
 
 
 def test_rule_alarm_latches_when_its_condition_goes_without_acknowledgement():
@@ -204,11 +205,11 @@ def test_rule_alarm_acknowledge_silences_but_does_not_clear_while_the_condition_
     a.condition(AlarmId.OCCLUSION, True, 0)
     assert a.acknowledge(AlarmId.OCCLUSION, 1_000) == (True, None)
     assert AlarmId.OCCLUSION in a.active and a.active[AlarmId.OCCLUSION].acknowledged
-    assert a.high_active()
+    assert a.holds_therapy()
     # Once acknowledged, the condition going clears it.
     assert a.condition(AlarmId.OCCLUSION, False, 2_000) == "cleared"
     assert a.active == {}
-    assert not a.high_active()
+    assert not a.holds_therapy()
 
 
 def test_rule_alarm_raised_again_after_clearing_needs_a_new_acknowledgement():
@@ -232,15 +233,25 @@ def test_rule_alarm_condition_returning_while_latched_needs_acknowledging_again(
     assert AlarmId.OCCLUSION in a.active
 
 
-def test_rule_alarm_high_active_counts_latched_high_alarms_until_acknowledged():
+def test_rule_alarm_holds_therapy_while_a_latched_high_alarm_stands_until_acknowledged_or_recovered():
     a = AlarmSet(CFG)
     a.condition(AlarmId.LOW_RESERVOIR, True, 0)
-    assert not a.high_active()
+    assert not a.holds_therapy()
     a.condition(AlarmId.EMPTY_RESERVOIR, True, 0)
     a.condition(AlarmId.EMPTY_RESERVOIR, False, 10)
-    assert a.high_active() and not a.active[AlarmId.EMPTY_RESERVOIR].condition
+    assert a.holds_therapy() and not a.active[AlarmId.EMPTY_RESERVOIR].condition
     a.acknowledge(AlarmId.EMPTY_RESERVOIR, 20)
-    assert not a.high_active()
+    assert not a.holds_therapy()
+    # A recovered one (a resume policy: firmware/supervisor.py marks it) is latched and holds nothing.
+    a.condition(AlarmId.MOTOR_STALL, True, 30)
+    assert [x.alarm for x in a.holding()] == [AlarmId.MOTOR_STALL]
+    a.condition(AlarmId.MOTOR_STALL, False, 40)
+    a.active[AlarmId.MOTOR_STALL].recovered = True
+    assert not a.holds_therapy() and a.holding() == [] and AlarmId.MOTOR_STALL in a.active
+    # Its condition coming back holds therapy again, and it needs a new acknowledgement.
+    assert a.condition(AlarmId.MOTOR_STALL, True, 50) == "changed"
+    s = a.active[AlarmId.MOTOR_STALL]
+    assert a.holds_therapy() and not s.recovered and not s.acknowledged
 
 
 def test_rule_alarm_acknowledging_or_clearing_an_absent_alarm_changes_nothing():
@@ -310,6 +321,10 @@ def test_rule_alarm_state_round_trips_through_to_data_and_load():
     a.acknowledge(AlarmId.OCCLUSION, 300)
     a.condition(AlarmId.EMPTY_RESERVOIR, True, 400)
     a.condition(AlarmId.EMPTY_RESERVOIR, False, 500)
+    a.condition(AlarmId.THERAPY_STOPPED, True, 550, Priority.MEDIUM)  # (a drug whose withdrawal is dangerous)
+    a.condition(AlarmId.MOTOR_STALL, True, 560)
+    a.condition(AlarmId.MOTOR_STALL, False, 570)
+    a.active[AlarmId.MOTOR_STALL].recovered = True
     a.tones_due(600)
     b = AlarmSet(CFG)
     b.condition(AlarmId.MOTOR_STALL, True, 0)  # replaced by the load
@@ -317,6 +332,12 @@ def test_rule_alarm_state_round_trips_through_to_data_and_load():
     assert b.active == a.active
     assert list(b.active) == list(a.active)
     assert tones(b, DAY) == tones(a, DAY)
+    assert b.active[AlarmId.THERAPY_STOPPED].priority is Priority.MEDIUM and b.active[AlarmId.MOTOR_STALL].recovered
+    # Rows written before issue 12 (no priority, no recovery) load with the usual priority.
+    c = AlarmSet(CFG)
+    c.load([row[:6] for row in a.to_data()])
+    assert c.active[AlarmId.THERAPY_STOPPED].priority is Priority.LOW
+    assert not c.active[AlarmId.MOTOR_STALL].recovered
 
 
 # ================================================================ the event log

@@ -86,7 +86,16 @@ def example_status() -> StatusAck:
         max_boluses_24h=6,
         dose_24h_ng=1_450_000,
         max_dose_24h_ng=3_000_000,
-        alarms=(AlarmEntry(alarm=AlarmId.LOW_RESERVOIR, priority=Priority.LOW, acknowledged=False),),
+        alarms=(
+            AlarmEntry(
+                alarm=AlarmId.LOW_RESERVOIR,
+                priority=Priority.LOW,
+                acknowledged=False,
+                condition_present=True,
+                silenced=False,
+                needs_reset=False,
+            ),
+        ),
         battery_mv=3_050,
         last_command_id=42,
         catheter_state=CatheterState.PRIMED,

@@ -594,7 +594,14 @@ def status_dict(st) -> dict[str, Any]:
         "dose_24h_ng": st.dose_24h_ng,
         "max_dose_24h_ng": st.max_dose_24h_ng,
         "alarms": [
-            {"id": a.alarm.name.lower(), "priority": a.priority.name.lower(), "acknowledged": a.acknowledged}
+            {
+                "id": a.alarm.name.lower(),
+                "priority": a.priority.name.lower(),
+                "acknowledged": a.acknowledged,
+                "condition_present": a.condition_present,
+                "silenced": a.silenced,
+                "needs_reset": a.needs_reset,
+            }
             for a in st.alarms
         ],
         "battery_mv": st.battery_mv,
@@ -604,13 +611,22 @@ def status_dict(st) -> dict[str, Any]:
     }
 
 
+def _alarm_text(a: dict[str, Any]) -> str:
+    """One alarm of `thecal status`: acknowledge versus reset, made visible (SR-052)."""
+    parts = [
+        a["priority"],
+        "condition present" if a["condition_present"] else "condition gone",
+        "silenced" if a["silenced"] else ("acknowledged" if a["acknowledged"] else "not acknowledged"),
+    ]
+    if a["needs_reset"]:
+        parts.append("halts therapy until acknowledged with its condition gone")
+    return f"{a['id']} ({', '.join(parts)})"
+
+
 def _status(c, args, _) -> Output:
     st = c.status()
     d = status_dict(st)
-    alarms = (
-        ", ".join(f"{a['id']} ({a['priority']}{', acknowledged' if a['acknowledged'] else ''})" for a in d["alarms"])
-        or "none"
-    )
+    alarms = "; ".join(_alarm_text(a) for a in d["alarms"]) or "none"
     low = "-" if d["low_reservoir_at_s"] is None else _when(d["low_reservoir_at_s"])
     rows = [
         ("state", d["state"]),
@@ -705,6 +721,7 @@ def _log_fields(entry) -> dict[str, Any]:
         e.ODOMETER_WENT_BACK: (("counted_strokes", plain), ("odometer_strokes", plain)),
         e.CATHETER_REPLACED: (("command_id", plain), ("volume_nl", plain)),
         e.CATHETER_STATE: (("old_catheter_state", enum(CatheterState)), ("catheter_state", enum(CatheterState))),
+        e.THERAPY_RECOVERED: (("alarm", enum(AlarmId)), ("new_state", enum(TherapyState))),
     }
     ev = entry.event
     out: dict[str, Any] = {
@@ -954,12 +971,29 @@ def _ack(c, args, _) -> Output:
     done = []
     for alarm in targets:
         r = c.ack_alarm(alarm)
-        done.append({"id": r.alarm.name.lower(), "still_active": r.still_active})
-    text = (
-        "\n".join(f"acknowledged {d['id']}" + (" (condition still holds)" if d["still_active"] else "") for d in done)
-        or "no unacknowledged alarms"
-    )
+        done.append(
+            {
+                "id": r.alarm.name.lower(),
+                "still_active": r.still_active,
+                "condition_present": r.still_active,  # (acknowledged, it stays latched only while it holds)
+                "priority": r.priority.name.lower(),
+                "needs_reset": r.needs_reset,
+                "state": r.state.name.lower(),
+            }
+        )
+    text = "\n".join(f"acknowledged {d['id']}: {_ack_text(d)}" for d in done) or "no unacknowledged alarms"
     return Output({"acknowledged": done}, text)
+
+
+def _ack_text(d: dict[str, Any]) -> str:
+    """What an acknowledgement did (SR-052): a reset, or a silence that needs another."""
+    if not d["still_active"]:
+        return f"cleared; therapy {d['state']}"
+    if d["needs_reset"]:
+        return "silenced; the condition is still present; acknowledge again once it clears to resume"
+    if d["priority"] == "high" and d["state"] == "halted":
+        return "silenced; the condition is still present; therapy resumes by itself once it clears"
+    return "silenced; the condition is still present"
 
 
 # ---------------------------------------------------------------- sim-control

@@ -233,9 +233,13 @@ def _records() -> dict[str, _RecordSchema]:
     by_type = log_keys_by_type()
     all_log = tuple(dict.fromkeys(k for keys in by_type.values() for k in keys))
     return {
-        "alarms": _RecordSchema(("id", "priority", "acknowledged"), "id"),
+        "alarms": _RecordSchema(
+            ("id", "priority", "acknowledged", "condition_present", "silenced", "needs_reset"), "id"
+        ),
         "tones": _RecordSchema(("time_s", "pattern"), "pattern"),
-        "acknowledged": _RecordSchema(("id", "still_active"), "id"),
+        "acknowledged": _RecordSchema(
+            ("id", "still_active", "condition_present", "priority", "needs_reset", "state"), "id"
+        ),
         "events": _RecordSchema(all_log, "type", by_type),
     }
 

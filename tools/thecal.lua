@@ -82,6 +82,7 @@ local vs_AlarmId = {
     [10] = "PUMP_LINK_LOST",
     [11] = "CLOCK_ERROR",
     [12] = "IMPOSSIBLE_WITHDRAWAL",
+    [13] = "THERAPY_STOPPED",
 }
 
 local vs_Priority = {
@@ -206,6 +207,7 @@ local vs_LogEvent = {
     [24] = "NVM_OUTDATED",
     [25] = "BASAL_FORFEITED",
     [26] = "ODOMETER_WENT_BACK",
+    [27] = "THERAPY_RECOVERED",
     [28] = "CATHETER_REPLACED",
     [29] = "CATHETER_STATE",
 }
@@ -363,7 +365,7 @@ local rec_BasalStep = {
 }
 
 local rec_AlarmEntry = {
-    name = "AlarmEntry", size = 3,
+    name = "AlarmEntry", size = 6,
     field = ProtoField.none("thecal.alarm_entry", "AlarmEntry", "One active (latched) alarm."),
     fields = {
         { name = "alarm", kind = "enum", size = 1, vs = vs_AlarmId, enum = "AlarmId",
@@ -372,6 +374,12 @@ local rec_AlarmEntry = {
           field = ProtoField.uint8("thecal.alarm_entry.priority", "priority", base.DEC, vs_Priority, nil, "IEC 60601-1-8 priority") },
         { name = "acknowledged", kind = "bool", size = 1,
           field = ProtoField.bool("thecal.alarm_entry.acknowledged", "acknowledged", base.NONE, nil, nil, "1 once acknowledged (silenced); it stays listed while its condition holds") },
+        { name = "condition_present", kind = "bool", size = 1,
+          field = ProtoField.bool("thecal.alarm_entry.condition_present", "condition_present", base.NONE, nil, nil, "1 while its condition holds; 0 once it is gone (latched until acknowledged)") },
+        { name = "silenced", kind = "bool", size = 1,
+          field = ProtoField.bool("thecal.alarm_entry.silenced", "silenced", base.NONE, nil, nil, "1 while an acknowledgement keeps its tone silent") },
+        { name = "needs_reset", kind = "bool", size = 1,
+          field = ProtoField.bool("thecal.alarm_entry.needs_reset", "needs_reset", base.NONE, nil, nil, "1 if, once its condition is gone, therapy stays halted until a clinician acknowledges it (recovery policy 'hold'); 0 if it never halts or therapy resumes by itself") },
     },
 }
 
@@ -918,7 +926,13 @@ messages[0x6A] = {
         { name = "alarm", kind = "enum", size = 1, vs = vs_AlarmId, enum = "AlarmId",
           field = ProtoField.uint8("thecal.alarm_ack_ack.alarm", "alarm", base.DEC, vs_AlarmId, nil, "alarm acknowledged") },
         { name = "still_active", kind = "bool", size = 1,
-          field = ProtoField.bool("thecal.alarm_ack_ack.still_active", "still_active", base.NONE, nil, nil, "1 if its condition still holds") },
+          field = ProtoField.bool("thecal.alarm_ack_ack.still_active", "still_active", base.NONE, nil, nil, "1 if its condition still holds: silenced, it stays latched") },
+        { name = "priority", kind = "enum", size = 1, vs = vs_Priority, enum = "Priority",
+          field = ProtoField.uint8("thecal.alarm_ack_ack.priority", "priority", base.DEC, vs_Priority, nil, "its priority") },
+        { name = "needs_reset", kind = "bool", size = 1,
+          field = ProtoField.bool("thecal.alarm_ack_ack.needs_reset", "needs_reset", base.NONE, nil, nil, "1 if it stays latched and, once its condition is gone, therapy stays halted until it is acknowledged again") },
+        { name = "state", kind = "enum", size = 1, vs = vs_TherapyState, enum = "TherapyState",
+          field = ProtoField.uint8("thecal.alarm_ack_ack.state", "state", base.DEC, vs_TherapyState, nil, "therapy state after the acknowledgement") },
     },
 }
 table.insert(message_codes, 0x6A)

@@ -5,8 +5,9 @@ The guard (firmware/guard.py) asks this before every MOTOR_RUN, for the whole ru
 bounded run cannot be recalled if the controller dies part-way, so every stroke of it
 must be allowed now. It asks again at every stroke the pump reports, and stops the run
 at once when an answer changes.
-  * Latched-alarm interlock: nothing runs while a high-priority alarm stands (SR-020,
-    SR-021): a fault stops flow until a person has dealt with it.
+  * Latched-alarm interlock: nothing runs while a high-priority alarm holds therapy
+    (SR-020, SR-021, SR-051; which do is rules/recovery.py's): a fault stops flow until a
+    person has dealt with it, or, under a resume policy, until its condition is gone.
   * State: basal and patient-bolus runs only while therapy runs; a priming run and a
     clinician's single bolus also while it is stopped (SR-039, SR-048).
   * Mechanism: no run longer than the hardware allows, no strokes closer than its
