@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocol.messages import MAX_TIMED_BOLUSES, Program, ReadPrescriptionAck
 from protocol.messages import BasalStep as WireBasalStep
-from protocol.messages import Program, ReadPrescriptionAck
+from protocol.messages import TimedBolus as WireTimedBolus
 
 from .dose import MS_PER_DAY
 
@@ -18,6 +19,7 @@ MAX_BOLUS_DURATION_S = 3_600
 MIN_LOCKOUT_S = 15 * 60  # PCA convention: 15 min to 24 h
 MAX_LOCKOUT_S = S_PER_DAY
 MAX_BOLUSES_PER_24H = 48
+MAX_TIMED = MAX_TIMED_BOLUSES  # timed boluses a prescription may hold (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,15 @@ class PatientBolus:
 
 
 @dataclass(frozen=True)
+class TimedBolus:
+    """A bolus the pump gives every day at a fixed time of day (SR-053)."""
+
+    start_s: int  # seconds after local midnight
+    dose_ng: int
+    duration_s: int
+
+
+@dataclass(frozen=True)
 class Prescription:
     drug: str
     concentration_ng_per_ml: int
@@ -57,6 +68,7 @@ class Prescription:
     patient_bolus: PatientBolus | None
     max_dose_24h_ng: int
     low_reservoir_ul: int
+    timed: tuple[TimedBolus, ...] = ()  # sorted by start_s
 
     @staticmethod
     def from_message(msg: Program | ReadPrescriptionAck) -> Prescription:
@@ -70,6 +82,7 @@ class Prescription:
             patient_bolus=bolus,
             max_dose_24h_ng=msg.max_dose_24h_ng,
             low_reservoir_ul=msg.low_reservoir_ul,
+            timed=tuple(TimedBolus(t.start_s, t.dose_ng, t.duration_s) for t in msg.timed_bolus),
         )
 
     def to_dict(self) -> dict:
@@ -81,6 +94,7 @@ class Prescription:
             "patient_bolus": [b.dose_ng, b.duration_s, b.lockout_s, b.max_per_24h] if b else None,
             "max_dose_24h_ng": self.max_dose_24h_ng,
             "low_reservoir_ul": self.low_reservoir_ul,
+            "timed": [[t.start_s, t.dose_ng, t.duration_s] for t in self.timed],
         }
 
     @staticmethod
@@ -93,6 +107,7 @@ class Prescription:
             patient_bolus=PatientBolus(*b) if b else None,
             max_dose_24h_ng=d["max_dose_24h_ng"],
             low_reservoir_ul=d["low_reservoir_ul"],
+            timed=tuple(TimedBolus(*t) for t in d.get("timed", ())),  # (an NVM written before timed boluses)
         )
 
     def wire_fields(self) -> dict:
@@ -107,6 +122,9 @@ class Prescription:
             "bolus_max_per_24h": b.max_per_24h if b else 0,
             "max_dose_24h_ng": self.max_dose_24h_ng,
             "low_reservoir_ul": self.low_reservoir_ul,
+            "timed_bolus": tuple(
+                WireTimedBolus(start_s=t.start_s, dose_ng=t.dose_ng, duration_s=t.duration_s) for t in self.timed
+            ),
         }
 
 

@@ -121,6 +121,7 @@ class BolusKind(IntEnum):
     PATIENT = 1  # requested by the patient (BOLUS_REQUEST)
     CLINICIAN = 2  # ordered by a clinician (CLINICIAN_BOLUS)
     PRIMING = 3  # pushes reservoir fluid into the catheter; what leaves the tip is drug, counted toward the limits
+    TIMED = 4  # a timed bolus of the prescription, given by the pump at its time of day
 
 
 class BolusOutcome(IntEnum):
@@ -139,6 +140,16 @@ class BolusDecision(IntEnum):
     DOSE_LIMIT = 6  # would exceed the rolling 24 h hard limit (basal included)
     RESERVOIR = 7  # the reservoir does not hold the dose above the empty level
     ALARM_ACTIVE = 8  # a high-priority alarm is active
+
+
+class TimedBolusOutcome(IntEnum):
+    """What became of a timed bolus at its time of day (each is logged once, never retried)."""
+
+    STARTED = 0  # it started at its time, or as soon as a bolus in progress ended
+    NOT_RUNNING = 1  # therapy was not running at its time (stopped, halted, refill): not given
+    DOSE_LIMIT = 2  # it would have broken the rolling 24 h hard limit: not given, not later either
+    RESERVOIR = 3  # the reservoir did not hold it above the empty level: not given
+    MISSED = 4  # its time passed by more than the grace (a reset, the clock set forward): never given late
 
 
 class Fault(IntEnum):
@@ -198,3 +209,5 @@ class LogEvent(IntEnum):
     NVM_OUTDATED = 24  # arg0 what proves it (MemoryProof), arg1 by how much (boots or strokes)
     BASAL_FORFEITED = 25  # arg0 strokes of basal given up instead of caught up, arg1 their drug in ng
     ODOMETER_WENT_BACK = 26  # arg0 strokes the controller had counted, arg1 the pump's odometer (both low 32 bits)
+    # (27-29 are kept for other entries of issue 12.)
+    TIMED_BOLUS = 30  # arg0 the timed bolus's index (0 = the first), arg1 what became of it (TimedBolusOutcome)

@@ -167,6 +167,7 @@ class Rx:
             bolus_max_per_24h=most,
             max_dose_24h_ng=self.limit,
             low_reservoir_ul=self.low_ul,
+            timed_bolus=(),
         )
 
     @property
