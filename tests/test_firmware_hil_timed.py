@@ -275,6 +275,67 @@ def test_a_timed_bolus_due_during_a_patient_bolus_starts_when_it_ends(procs):
     assert abs(gt.delivered_ng - basal(MG, gt.time_ms) - MG // 5 - MG // 4) <= 2 * STROKE_NG
 
 
+@pytest.mark.req("SR-053", "SR-016")
+def test_a_timed_bolus_the_reservoir_does_not_hold_is_not_given_and_basal_goes_on(procs):
+    """1.03 mL recorded at the minimum flow (0.24 mg/day): by 08:00 the reservoir holds
+    14 uL above the empty level, less than the 0.25 mg (50 uL) bolus: not given, logged;
+    basal goes on until the empty level."""
+    least = 240_000
+    pump = running(procs, ((8 * H, MG // 4, 900),), basal=((0, least),), limit=MG, fill_nl=1_030_000)
+    pump.advance_to(9 * HOUR)
+    assert timed_log(pump) == [(8 * H, 0, TimedBolusOutcome.RESERVOIR)]
+    assert not timed_events(pump, BolusStarted)
+    gt = pump.truth()
+    assert abs(gt.delivered_ng - basal(least, 9 * HOUR)) <= STROKE_NG
+    assert pump.status().state is TherapyState.RUNNING
+
+
+@pytest.mark.req("SR-053", "SR-042")
+def test_a_timed_bolus_is_given_late_within_the_grace_and_missed_beyond_it(procs):
+    """The clock set from 07:50 to 08:10: the 08:00 bolus is 10 min late, within the grace
+    (1 h), and starts at once. The next day, set from 19:30 to 21:30 across the 20:00 one
+    (90 min late): missed, logged, never given."""
+    pump = running(procs, ((8 * H, MG // 4, 900), (20 * H, MG // 4, 900)))
+    pump.advance_to(7 * HOUR + 50 * MINUTE)
+    st = pump.status()
+    pump.request(SetClock(command_id=pump.next_id(), clock_s=st.clock_s + 20 * 60))
+    (started,) = timed_events(pump, BolusStarted)
+    assert started.time_s == st.time_s  # at once, pump time 07:50
+    pump.advance_to(19 * HOUR + 10 * MINUTE)  # local 19:30
+    st = pump.status()
+    before = pump.truth()
+    pump.request(SetClock(command_id=pump.next_id(), clock_s=st.clock_s + 2 * 3_600))  # 21:30
+    pump.advance(HOUR)
+    gt = pump.truth()
+    assert abs(gt.delivered_ng - before.delivered_ng - basal(MG, HOUR)) <= STROKE_NG
+    assert timed_log(pump) == [
+        (7 * H + 50 * 60, 0, TimedBolusOutcome.STARTED),
+        (st.time_s, 1, TimedBolusOutcome.MISSED),
+    ]
+
+
+@pytest.mark.req("SR-053", "SR-015")
+def test_a_timed_bolus_due_while_the_controller_was_off_is_given_within_the_grace_else_missed(procs):
+    """Powered off from 07:55 to 08:10: the 08:00 bolus starts as the pump comes back.
+    Off from 19:30 to 21:30: the 20:00 one is missed, logged, never given."""
+    pump = running(procs, ((8 * H, MG // 4, 900), (20 * H, MG // 4, 900)))
+    pump.advance_to(7 * HOUR + 55 * MINUTE)
+    pump.sim(SimPowerCycle(off_ms=15 * MINUTE))
+    pump.advance_to(8 * HOUR + 30 * MINUTE)
+    (started,) = timed_events(pump, BolusStarted)
+    assert 8 * H + 10 * 60 <= started.time_s <= 8 * H + 11 * 60
+    pump.advance_to(19 * HOUR + 30 * MINUTE)
+    pump.sim(SimPowerCycle(off_ms=2 * HOUR))
+    pump.advance_to(23 * HOUR)
+    assert [(i, outcome) for _, i, outcome in timed_log(pump)] == [
+        (0, TimedBolusOutcome.STARTED),
+        (1, TimedBolusOutcome.MISSED),
+    ]
+    assert len(timed_events(pump, BolusStarted)) == 1
+    gt = pump.truth()
+    assert abs(gt.delivered_ng - basal(MG, gt.time_ms - 2 * HOUR - 15 * MINUTE) - MG // 4) <= 2 * STROKE_NG
+
+
 # ============================================================ attacks: resets, clocks, programs
 
 
