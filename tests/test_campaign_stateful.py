@@ -197,11 +197,15 @@ def bolus_fits(bolus: tuple[int, int, int, int], conc: int) -> bool:
 def timed_floor(basal: tuple[tuple[int, int], ...], timed: tuple[tuple[int, int, int], ...], conc: int) -> Fraction:
     """The least hard limit (ng) that takes basal and these timed boluses as the pump
     measures it (firmware/rules/prescription.py, SR-053): basal over 24 h + 1 min, a
-    stroke, each bolus as given and the largest again."""
+    stroke, each bolus as given, and one again with the basal it holds back."""
     stroke_fg = STROKE_NL * conc
+    top = max(r for _, r in basal)
     given = [max(d * FG_PER_NG, max(1, (d * FG_PER_NG + stroke_fg // 2) // stroke_fg) * stroke_fg) for _, d, _ in timed]
-    extra = Fraction(stroke_fg + sum(given) + max(given), FG_PER_NG) if timed else 0
-    return daily_basal(basal) + Fraction(max(r for _, r in basal), 1440) + extra
+    again = max(
+        (g + Fraction(top * t * FG_PER_NG, 86_400) for g, (_, _, t) in zip(given, timed, strict=True)), default=0
+    )
+    extra = (stroke_fg + sum(given) + again) / FG_PER_NG if timed else 0
+    return daily_basal(basal) + Fraction(top, 1440) + extra
 
 
 def least_rate(conc: int) -> int:

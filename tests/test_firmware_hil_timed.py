@@ -113,19 +113,22 @@ def test_timed_boluses_are_given_every_day_at_their_times_by_ground_truth(procs)
 def test_a_prescription_whose_basal_and_timed_boluses_break_the_hard_limit_is_refused(procs):
     """Basal 2 mg/day and two timed boluses of 0.25 mg: the pump's 24 h + 1 min window
     holds the basal of a day and a minute, a stroke it may be ahead, both boluses, and
-    the larger again (yesterday's, as today's starts): 2.75389 mg. A hard limit of 2.75 mg
-    is refused naming the timed bolus that breaks it; exactly 2.75389 mg is accepted, and
-    over three days every timed bolus is given (none refused at its time: without the
-    stroke in hand the first one was), the limit held by ground truth."""
+    one again (yesterday's, as today's starts) with the basal it held back for 15 min:
+    2.774722 mg. A hard limit of 2.75 mg is refused naming the timed bolus that breaks it,
+    and so is one ng less than that; exactly 2.774723 mg is accepted, and over three days
+    every timed bolus is given (none refused at its time: without the stroke in hand the
+    first one was), the limit held by ground truth."""
     pump = firmware_pump(procs)
     pump.fill(12_000_000, CONC)
     timed = ((8 * H, MG // 4, 900), (20 * H, MG // 4, 900))
     with pytest.raises(Refused) as refused:
         pump.program(basal=((0, 2 * MG),), timed_bolus=timed, max_dose_24h_ng=2_750_000)
     assert (refused.value.reason, refused.value.field) == (NakReason.OUT_OF_RANGE, "timed_bolus[1].dose_ng")
-    assert "at least 2.75389 mg, not 2.75 mg" in refused.value.nak.detail
+    assert "at least 2.77472 mg, not 2.75 mg" in refused.value.nak.detail
+    with pytest.raises(Refused):
+        pump.program(basal=((0, 2 * MG),), timed_bolus=timed, max_dose_24h_ng=2_774_722)
     assert not pump.prescription().present
-    pump.program(basal=((0, 2 * MG),), timed_bolus=timed, max_dose_24h_ng=2_753_890)
+    pump.program(basal=((0, 2 * MG),), timed_bolus=timed, max_dose_24h_ng=2_774_723)
     pump.start()
     samples = []
     for _ in range(3 * 24 * 4):
@@ -133,7 +136,7 @@ def test_a_prescription_whose_basal_and_timed_boluses_break_the_hard_limit_is_re
         gt = pump.truth()
         samples.append((gt.time_ms, gt.delivered_ng))
     assert [outcome for _, _, outcome in timed_log(pump)] == [TimedBolusOutcome.STARTED] * 6
-    assert rolling_max(samples) <= 2_753_890
+    assert rolling_max(samples) <= 2_774_723
     assert abs(gt.delivered_ng - basal(2 * MG, gt.time_ms) - 6 * MG // 4) <= STROKE_NG
 
 

@@ -239,12 +239,13 @@ def test_rule_prescription_timed_boluses_valid_and_round_trip():
 
 def test_rule_prescription_timed_hard_limit_as_the_pump_measures_it():
     """Basal 1.3125 mg/day, its highest minute 1.0417 ug, a stroke 2.5 ug, the two boluses
-    0.5 mg and the larger again 0.25 mg: 2.066041667 mg. 2066042 ng is enough, 2066041 is
-    not, and the refusal names the second bolus's dose."""
-    validate(reference(max_dose_24h_ng=2_066_042), DRUGS, HW, 1_000)
-    e = refusal(reference(max_dose_24h_ng=2_066_041))
+    0.5 mg, and one again, 0.25 mg, with the basal it holds back for 15 min at up to
+    1.5 mg/day, 15.625 ug: 2.081666667 mg. 2081667 ng is enough, 2081666 is not, and the
+    refusal names the second bolus's dose."""
+    validate(reference(max_dose_24h_ng=2_081_667), DRUGS, HW, 1_000)
+    e = refusal(reference(max_dose_24h_ng=2_081_666))
     assert e.field == "timed_bolus[1].dose_ng"
-    assert "at least 2.06604 mg, not 2.06604 mg" in e.error
+    assert "at least 2.08167 mg, not 2.08167 mg" in e.error
 
 
 def test_rule_prescription_timed_against_the_drugs_daily_maximum():
