@@ -38,6 +38,10 @@ class FirmwareConfig:
     # Basal owed for longer than this (at the schedule's highest rate) is given up, not
     # caught up: more than the longest bolus (1 h) holds back, with room to spare.
     basal_catchup_max_ms: int = 2 * 60 * 60_000
+    # A timed bolus not started at its time (held by a bolus in progress, or the
+    # controller was down) may still start this long after it; later it is missed, never
+    # given late. As long as the longest bolus (1 h), so one in progress never costs it.
+    timed_bolus_grace_ms: int = 60 * 60_000
     # Event log ring capacity.
     log_capacity: int = 10_000
     # Authentication: this many failures (bad tag or replay) with one key inside the

@@ -32,7 +32,7 @@ from protocol.messages import (
 )
 from protocol.schema import NONE_U64
 
-from . import boot, host
+from . import boot, host, timed
 from .catheter import Catheter
 from .config import FirmwareConfig
 from .druglib import DrugLibrary
@@ -234,6 +234,8 @@ class Controller:
                 out.touch("alarms")
             due = _earliest(due, alarms.next_tone_ms())
         guard.overdue()
+        # A timed bolus at its time, before the run check: a basal run gives way to it.
+        due = _earliest(due, timed.serve(p))
         if guard.run is not None:
             due = _earliest(due, guard.run.deadline_ms)  # (a run started below wakes us with its first report)
         else:

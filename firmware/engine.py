@@ -23,7 +23,7 @@ from .history import DeliveryHistory
 from .outbox import Outbox
 from .prescription import Prescription
 from .reservoir import Reservoir
-from .rules import catchup, limit24h, lockout
+from .rules import catchup, limit24h, lockout, timed_bolus
 from .rules import reservoir as reservoir_rule
 from .rules.run import Purpose
 
@@ -47,6 +47,10 @@ class Engine:
         self.delivered_total_nl = 0  # counted from strokes made, since manufacture
         self.lockout_until_ms = 0  # no patient bolus before this
         self.low_at_ms: int | None = None  # projected time of the low-reservoir alarm
+        self.low_worst_at_ms: int | None = None  # the same with every patient bolus allowed (SR-054)
+        # SR-053: local time of the latest timed bolus dealt with (given, refused, missed);
+        # none at or before it is ever given. None: not known (then now).
+        self.timed_done_local_ms: int | None = None
 
     # ------------------------------------------------------------ facts
 
@@ -111,7 +115,22 @@ class Engine:
             owed_fg=self._owed_now_fg() if running else 0,
             max_dose_24h_fg=rx.max_dose_24h_ng * FG_PER_NG,
             stroke_fg=self.hardware.limits.stroke_nl * conc,
+            timed_fg=self.timed_plan(self.timed_after_local_ms(), self.hardware.limits.stroke_nl * conc),
         )
+
+    def timed_after_local_ms(self) -> int:
+        """SR-053: timed boluses due after this local time are still to come (one held by a
+        bolus in progress included)."""
+        local = self.clock.local_ms
+        done = local if self.timed_done_local_ms is None else self.timed_done_local_ms
+        return timed_bolus.planned_after(done, local, self.config.timed_bolus_grace_ms)
+
+    def timed_plan(self, after_local_ms: int, stroke_fg: int) -> tuple[tuple[int, int], ...]:
+        """SR-053: the timed boluses due after after_local_ms within two days (what a
+        rolling-24 h projection looks at), as (ms from now, fg as given in strokes of
+        stroke_fg). Counted whether therapy runs or not: a single bolus is judged as if
+        therapy started after it, as basal is."""
+        return timed_bolus.planned_fg(self.rx.timed, after_local_ms, self.clock.local_ms, 2 * MS_PER_DAY, stroke_fg)
 
     def _owed_now_fg(self) -> int:
         """Basal accrued up to now and not yet delivered (fg). The accumulator is brought
@@ -168,7 +187,12 @@ class Engine:
             self.clock.now_ms, pb.lockout_s if pb else None, self.lockout_until_ms
         )
         self.guard.stop_if(Purpose.BASAL)  # SR-013: no run planned at the old rate goes on
-        self.outbox.touch("prescription", "delivery", "limits")
+        # SR-053: a new schedule starts at its next time, never at one already past (nor
+        # gives again one that was dealt with under the old schedule).
+        local = self.clock.local_ms
+        done = self.timed_done_local_ms
+        self.timed_done_local_ms = local if done is None else max(done, local)
+        self.outbox.touch("prescription", "delivery", "limits", "timed")
 
     def replace_catheter(self, command_id: int) -> None:
         """SR-049: a new, empty catheter of the prescription's volume (the clinician says so)."""
@@ -237,20 +261,48 @@ class Engine:
         return self.bolus.end_ms if self.bolus is not None else None
 
     def project_low(self, running: bool) -> None:
-        """SR-016: when the low-reservoir alarm will come at the basal schedule (None when
-        not running, no prescription, or already low). Recomputed at bolus starts,
-        program changes and refills, as Prometra's PTC does."""
+        """SR-016, SR-053, SR-054: when the low-reservoir alarm will come at the basal
+        schedule and the timed boluses, and the same if the patient also takes every
+        patient bolus allowed (Prometra's refill date); None when not running, no
+        prescription, or already low. Recomputed at bolus starts, timed boluses, program
+        changes and refills, as Prometra's PTC does."""
         rx = self.rx
-        self.low_at_ms = None
+        self.low_at_ms = self.low_worst_at_ms = None
         if rx is None or not running or not self.reservoir_known:
             return
         volume = self.reservoir.volume_nl
         if self.bolus is not None:
             volume -= max(0, self.bolus.volume_nl - self.bolus.delivered_nl)
-        local = self.clock.local_ms
-        due = reservoir_rule.low_at_local_ms(rx.basal, local, volume, rx.low_reservoir_ul, rx.concentration_ng_per_ml)
-        if due is not None:
-            self.low_at_ms = self.clock.now_ms + (due - local)
+        now, local = self.clock.now_ms, self.clock.local_ms
+        conc = rx.concentration_ng_per_ml
+        stroke = self.hardware.limits.stroke_nl * conc if self.hardware.limits else 0
+        daily = timed_bolus.daily_fg(rx.timed, stroke)
+        after = self.timed_after_local_ms()
+
+        def at(every: reservoir_rule.EveryBolus | None) -> int | None:
+            due = reservoir_rule.low_at_local_ms(
+                rx.basal, local, volume, rx.low_reservoir_ul, conc, daily, after, every_bolus=every
+            )
+            return None if due is None else now + (due - local)
+
+        self.low_at_ms = at(None)
+        pb = rx.patient_bolus
+        self.low_worst_at_ms = self.low_at_ms if pb is None else at(self._every_bolus(stroke))
+
+    def _every_bolus(self, stroke_fg: int) -> reservoir_rule.EveryBolus:
+        """SR-054: the patient pressing as soon as the lockout and the count allow."""
+        pb = self.rx.patient_bolus
+        now = self.clock.now_ms
+        first = max(now, self.lockout_until_ms, self.bolus.end_ms if self.bolus is not None else now)
+        starts = [t for t in self.history.bolus_starts if now - t < MS_PER_DAY]
+        if len(starts) >= pb.max_per_24h:
+            first = max(first, starts[len(starts) - pb.max_per_24h] + MS_PER_DAY)
+        return reservoir_rule.EveryBolus(
+            first_local_ms=self.clock.local_ms + (first - now),
+            dose_fg=timed_bolus.given_fg(pb.dose_ng, stroke_fg),
+            lockout_ms=pb.lockout_s * 1000,
+            max_per_24h=pb.max_per_24h,
+        )
 
     # ------------------------------------------------------------ counting what was made
 

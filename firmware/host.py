@@ -167,6 +167,7 @@ def status(p: Parts, msg: Status) -> StatusAck:
         basal_rate_ng_per_day=rate_at(rx.basal, clock.local_ms % MS_PER_DAY) if rx and running else 0,
         reservoir_nl=e.reservoir.volume_nl if e.reservoir_known else NONE_U32,
         low_reservoir_at_s=e.low_at_ms // 1000 if e.low_at_ms is not None else NONE_U64,
+        low_reservoir_worst_at_s=e.low_worst_at_ms // 1000 if e.low_worst_at_ms is not None else NONE_U64,
         lockout_remaining_s=max(0, -(-(e.lockout_until_ms - now) // 1000)),
         boluses_24h=min(255, e.history.boluses_in_window(now)),
         max_boluses_24h=pb.max_per_24h if pb else 0,
@@ -205,6 +206,7 @@ def read_prescription(p: Parts, msg: ReadPrescription) -> ReadPrescriptionAck:
             max_dose_24h_ng=0,
             low_reservoir_ul=0,
             catheter_volume_nl=0,
+            timed_bolus=(),
         )
     return ReadPrescriptionAck(present=True, **rx.wire_fields())
 

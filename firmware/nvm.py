@@ -103,6 +103,7 @@ SCALARS: tuple[tuple[str, int], ...] = (
     ("auth_counters", 256),
     ("keys", 512),
     ("auth_lockouts", 512),
+    ("timed", 32),  # the local time of the latest timed bolus dealt with (SR-053)
 )
 SCALAR_IDS = {name: i for i, (name, _) in enumerate(SCALARS)}
 # Ring records: (name, id, slot size). An entry's position is its key modulo the ring's

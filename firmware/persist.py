@@ -93,6 +93,7 @@ class Persist:
             p.log.entries.extend(LogRecord(q, t, LogEvent(ev), a0, a1) for q, (t, ev, a0, a1) in entries)
             p.log.next_seq = log["next_seq"]
             self._log_oldest = p.log.oldest_seq
+        e.timed_done_local_ms = data.get("timed")
         limits = data.get("limits")
         if limits is not None:
             e.lockout_until_ms, p.commands.last_id, recent = limits
@@ -177,6 +178,8 @@ class Persist:
             self._log_oldest = oldest
         if "limits" in touched:
             nvm.save("limits", [e.lockout_until_ms, p.commands.last_id, list(p.commands.recent)])
+        if "timed" in touched:
+            nvm.save("timed", e.timed_done_local_ms)  # SR-053: a timed bolus is dealt with once
         if "auth" in touched:
             nvm.save("auth_counters", p.auth.counters_data())
             nvm.save("auth_lockouts", p.auth.lockouts_data())
@@ -190,5 +193,5 @@ class Persist:
     def rewrite_all(self, p: Parts) -> None:
         """After damage was found: every record is written again at the next commit, so
         damaged copies are replaced."""
-        p.outbox.touch("state", "prescription", "delivery", "fill", "bolus_starts", "alarms", "log", "limits")
+        p.outbox.touch("state", "prescription", "delivery", "fill", "bolus_starts", "alarms", "log", "limits", "timed")
         p.outbox.touch("auth", "keys", "boot")

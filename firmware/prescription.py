@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocol.messages import MAX_TIMED_BOLUSES, Program, ReadPrescriptionAck
 from protocol.messages import BasalStep as WireBasalStep
-from protocol.messages import Program, ReadPrescriptionAck
+from protocol.messages import TimedBolus as WireTimedBolus
 
 from .dose import MS_PER_DAY
 
@@ -20,6 +21,7 @@ MAX_LOCKOUT_S = S_PER_DAY
 MAX_BOLUSES_PER_24H = 48
 # An intrathecal catheter holds a few uL per cm: 2 mL is far beyond any implanted length.
 MAX_CATHETER_VOLUME_NL = 2_000_000
+MAX_TIMED = MAX_TIMED_BOLUSES  # timed boluses a prescription may hold (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,15 @@ class PatientBolus:
 
 
 @dataclass(frozen=True)
+class TimedBolus:
+    """A bolus the pump gives every day at a fixed time of day (SR-053)."""
+
+    start_s: int  # seconds after local midnight
+    dose_ng: int
+    duration_s: int
+
+
+@dataclass(frozen=True)
 class Prescription:
     drug: str
     concentration_ng_per_ml: int
@@ -60,6 +71,7 @@ class Prescription:
     max_dose_24h_ng: int
     low_reservoir_ul: int
     catheter_volume_nl: int = 0  # as the clinician entered it; 0 = not entered
+    timed: tuple[TimedBolus, ...] = ()  # sorted by start_s
 
     @staticmethod
     def from_message(msg: Program | ReadPrescriptionAck) -> Prescription:
@@ -74,6 +86,7 @@ class Prescription:
             max_dose_24h_ng=msg.max_dose_24h_ng,
             low_reservoir_ul=msg.low_reservoir_ul,
             catheter_volume_nl=msg.catheter_volume_nl,
+            timed=tuple(TimedBolus(t.start_s, t.dose_ng, t.duration_s) for t in msg.timed_bolus),
         )
 
     def to_dict(self) -> dict:
@@ -86,6 +99,7 @@ class Prescription:
             "max_dose_24h_ng": self.max_dose_24h_ng,
             "low_reservoir_ul": self.low_reservoir_ul,
             "catheter_volume_nl": self.catheter_volume_nl,
+            "timed": [[t.start_s, t.dose_ng, t.duration_s] for t in self.timed],
         }
 
     @staticmethod
@@ -99,6 +113,7 @@ class Prescription:
             max_dose_24h_ng=d["max_dose_24h_ng"],
             low_reservoir_ul=d["low_reservoir_ul"],
             catheter_volume_nl=d.get("catheter_volume_nl", 0),
+            timed=tuple(TimedBolus(*t) for t in d.get("timed", ())),  # (an NVM written before timed boluses)
         )
 
     def wire_fields(self) -> dict:
@@ -114,6 +129,9 @@ class Prescription:
             "max_dose_24h_ng": self.max_dose_24h_ng,
             "low_reservoir_ul": self.low_reservoir_ul,
             "catheter_volume_nl": self.catheter_volume_nl,
+            "timed_bolus": tuple(
+                WireTimedBolus(start_s=t.start_s, dose_ng=t.dose_ng, duration_s=t.duration_s) for t in self.timed
+            ),
         }
 
 

@@ -130,6 +130,7 @@ class BolusKind(IntEnum):
     PATIENT = 1  # requested by the patient (BOLUS_REQUEST)
     CLINICIAN = 2  # ordered by a clinician (CLINICIAN_BOLUS)
     PRIMING = 3  # pushes reservoir fluid into the catheter; what leaves the tip is drug, counted toward the limits
+    TIMED = 4  # a timed bolus of the prescription, given by the pump at its time of day
 
 
 class BolusOutcome(IntEnum):
@@ -148,6 +149,16 @@ class BolusDecision(IntEnum):
     DOSE_LIMIT = 6  # would exceed the rolling 24 h hard limit (basal included)
     RESERVOIR = 7  # the reservoir does not hold the dose above the empty level
     ALARM_ACTIVE = 8  # a high-priority alarm is active
+
+
+class TimedBolusOutcome(IntEnum):
+    """What became of a timed bolus at its time of day (each is logged once, never retried)."""
+
+    STARTED = 0  # it started at its time, or as soon as a bolus in progress ended
+    NOT_RUNNING = 1  # therapy was not running at its time (stopped, halted, refill): not given
+    DOSE_LIMIT = 2  # it would have broken the rolling 24 h hard limit: not given, not later either
+    RESERVOIR = 3  # the reservoir did not hold it above the empty level: not given
+    MISSED = 4  # its time passed by more than the grace (a reset, the clock set forward): never given late
 
 
 class Fault(IntEnum):
@@ -210,3 +221,4 @@ class LogEvent(IntEnum):
     THERAPY_RECOVERED = 27  # arg0 alarm id (AlarmId) whose condition went, arg1 state resumed (TherapyState)
     CATHETER_REPLACED = 28  # arg0 command id, arg1 catheter volume nL (the catheter is now empty)
     CATHETER_STATE = 29  # arg0 old state (CatheterState), arg1 new state (CatheterState)
+    TIMED_BOLUS = 30  # arg0 the timed bolus's index (0 = the first), arg1 what became of it (TimedBolusOutcome)

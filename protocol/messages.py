@@ -53,6 +53,7 @@ HOST_MAX_PAYLOAD = 1024
 HOST_MAX_BODY = HEADER_SIZE + HOST_MAX_PAYLOAD + TRAILER_SIZE + CRC_SIZE
 DRUG_NAME_MAX = 24
 MAX_BASAL_STEPS = 24
+MAX_TIMED_BOLUSES = 8
 MAX_ALARMS = 16
 LOG_PAGE_MAX = 32
 TONE_PAGE_MAX = 32
@@ -84,6 +85,15 @@ BasalStep = record(
         F("rate_ng_per_day", U32, "basal rate from then on, ng of drug per day"),
     ),
     "One step of the daily basal schedule.",
+)
+TimedBolus = record(
+    "TimedBolus",
+    _cs.Struct(
+        F("start_s", U32, "time of day it starts, s after local midnight (0..86399)"),
+        F("dose_ng", U32, "its dose, ng"),
+        F("duration_s", U32, "time over which it is delivered, s"),
+    ),
+    "One timed bolus: the pump gives it every day at its time.",
 )
 AlarmEntry = record(
     "AlarmEntry",
@@ -137,6 +147,11 @@ PRESCRIPTION_FIELDS = (
         U32,
         "catheter volume from the pump outlet to its tip as the clinician entered it (catheter model and "
         "trimmed length), nL; 0 = not entered",
+    ),
+    F(
+        "timed_bolus",
+        Array(MAX_TIMED_BOLUSES, TimedBolus),
+        "daily timed boluses, 0-8 sorted by start_s, none overlapping another (SR-053)",
     ),
 )
 
@@ -329,7 +344,17 @@ StatusAck = make_message(
             U32,
             "controller's estimate of the reservoir volume, nL; 0xFFFFFFFF = not known (no fill recorded yet)",
         ),
-        F("low_reservoir_at_s", U64, "pump time the low-reservoir alarm is expected; 0xFFFFFFFFFFFFFFFF = none"),
+        F(
+            "low_reservoir_at_s",
+            U64,
+            "pump time the low-reservoir alarm is expected at basal and timed boluses; 0xFFFFFFFFFFFFFFFF = none",
+        ),
+        F(
+            "low_reservoir_worst_at_s",
+            U64,
+            "the same if the patient also takes every patient bolus allowed (the refill date); "
+            "0xFFFFFFFFFFFFFFFF = none",
+        ),
         F("lockout_remaining_s", U32, "seconds until a patient bolus may be granted by lockout"),
         F("boluses_24h", U8, "patient boluses in the last rolling 24 h"),
         F("max_boluses_24h", U8, "patient boluses allowed per rolling 24 h"),
@@ -591,7 +616,11 @@ BolusStarted = make_message(
     (
         _time(),
         _cmd(),
-        F("kind", EnumField(U8, BolusKind), "patient, clinician or priming"),
+        F(
+            "kind",
+            EnumField(U8, BolusKind),
+            "patient, clinician, priming or timed (a timed bolus's command_id is the local minute it fell due)",
+        ),
         F("dose_ng", U32, "dose to deliver, ng (0 for priming)"),
         F("volume_nl", U32, "volume to push, nL"),
         F("duration_s", U32, "planned duration, s"),
@@ -604,7 +633,7 @@ BolusFinished = make_message(
     (
         _time(),
         _cmd(),
-        F("kind", EnumField(U8, BolusKind), "patient, clinician or priming"),
+        F("kind", EnumField(U8, BolusKind), "patient, clinician, priming or timed"),
         F("outcome", EnumField(U8, BolusOutcome), "how it ended"),
         F("delivered_ng", U32, "dose actually delivered, counted from strokes made"),
         F("delivered_nl", U32, "volume actually pushed"),

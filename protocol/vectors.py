@@ -133,6 +133,7 @@ from .messages import (
     StopAck,
     TherapyStateChanged,
     Time,
+    TimedBolus,
     TimeRequest,
     Tone,
     WatchdogKick,
@@ -175,6 +176,7 @@ def reference_prescription() -> dict[str, Any]:
         "max_dose_24h_ng": 3 * MG,
         "low_reservoir_ul": 2000,
         "catheter_volume_nl": 200_000,
+        "timed_bolus": (),
     }
 
 
@@ -190,6 +192,7 @@ def _no_prescription() -> dict[str, Any]:
         "max_dose_24h_ng": 0,
         "low_reservoir_ul": 0,
         "catheter_volume_nl": 0,
+        "timed_bolus": (),
     }
 
 
@@ -270,6 +273,21 @@ def _examples() -> list[tuple[str, Message, int]]:
         ("HELLO", Hello(), 1),
         ("STATUS", Status(), 2),
         ("PROGRAM", Program(command_id=1, **reference_prescription()), 3),
+        (
+            "PROGRAM/timed_bolus",
+            Program(
+                command_id=10,
+                **{
+                    **reference_prescription(),
+                    "timed_bolus": (
+                        TimedBolus(start_s=8 * 3600, dose_ng=MG // 4, duration_s=900),
+                        TimedBolus(start_s=20 * 3600, dose_ng=MG // 4, duration_s=900),
+                    ),
+                    "max_dose_24h_ng": 4 * MG,
+                },
+            ),
+            3,
+        ),
         ("START", Start(command_id=2), 4),
         ("STOP", Stop(command_id=3), 5),
         ("BOLUS_REQUEST", BolusRequest(command_id=4), 6),
@@ -305,7 +323,8 @@ def _examples() -> list[tuple[str, Message, int]]:
                 concentration_ng_per_ml=5 * MG,
                 basal_rate_ng_per_day=3 * MG // 2,
                 reservoir_nl=1_980_000,
-                low_reservoir_at_s=NONE_U64,
+                low_reservoir_at_s=T_S + 20 * 86_400,
+                low_reservoir_worst_at_s=T_S + 14 * 86_400,
                 lockout_remaining_s=3_600,
                 boluses_24h=2,
                 max_boluses_24h=6,
@@ -340,6 +359,7 @@ def _examples() -> list[tuple[str, Message, int]]:
                 basal_rate_ng_per_day=0,
                 reservoir_nl=0,
                 low_reservoir_at_s=NONE_U64,
+                low_reservoir_worst_at_s=NONE_U64,
                 lockout_remaining_s=0,
                 boluses_24h=0,
                 max_boluses_24h=0,

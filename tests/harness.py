@@ -61,6 +61,7 @@ from protocol.messages import (
     SimGroundTruth,
     Start,
     Status,
+    TimedBolus,
 )
 from protocol.schema import family_of
 from tools import hil
@@ -586,8 +587,9 @@ class PumpHost:
 
 def program_message(command_id: int, **fields: Any):
     """A PROGRAM request: morphine 5 mg/mL, 1 mg/day flat, no patient bolus, hard limit
-    5 mg, low-reservoir 2 mL, with `fields` overriding. `basal` may be given as
-    (start_s, rate_ng_per_day) pairs; `bolus` as (dose_ng, duration_s, lockout_s, max_per_24h)."""
+    5 mg, low-reservoir 2 mL, no timed bolus, with `fields` overriding. `basal` may be given
+    as (start_s, rate_ng_per_day) pairs; `bolus` as (dose_ng, duration_s, lockout_s,
+    max_per_24h); `timed_bolus` as (start_s, dose_ng, duration_s) triples."""
     f: dict[str, Any] = {
         "drug": "morphine",
         "concentration_ng_per_ml": 5_000_000,
@@ -596,15 +598,18 @@ def program_message(command_id: int, **fields: Any):
         "max_dose_24h_ng": 5_000_000,
         "low_reservoir_ul": 2_000,
         "catheter_volume_nl": 200_000,  # the default pump model's catheter
+        "timed_bolus": (),
     }
     f.update(fields)
     dose, duration, lockout, most = f.pop("bolus")
     basal = tuple(
         s if isinstance(s, BasalStep) else BasalStep(start_s=s[0], rate_ng_per_day=s[1]) for s in f.pop("basal")
     )
+    timed = tuple(t if isinstance(t, TimedBolus) else TimedBolus(*t) for t in f.pop("timed_bolus"))
     return Program(
         command_id=command_id,
         basal=basal,
+        timed_bolus=timed,
         bolus_dose_ng=dose,
         bolus_duration_s=duration,
         bolus_lockout_s=lockout,

@@ -49,6 +49,7 @@ class StandinController(ScriptedController):
                         basal_rate_ng_per_day=0,
                         reservoir_nl=0,
                         low_reservoir_at_s=NONE_U64,
+                        low_reservoir_worst_at_s=NONE_U64,
                         lockout_remaining_s=0,
                         boluses_24h=0,
                         max_boluses_24h=0,

@@ -76,6 +76,7 @@ from protocol.codes import (
     Priority,
     Role,
     TherapyState,
+    TimedBolusOutcome,
 )
 from protocol.messages import (
     AlarmAck,
@@ -101,6 +102,7 @@ from protocol.messages import (
     Start,
     Status,
     Stop,
+    TimedBolus,
 )
 from protocol.schema import NONE_I32, NONE_U32
 from tests.strategies import scaled
@@ -158,6 +160,7 @@ class Rx:
     limit: int
     low_ul: int
     drug: str = DRUG
+    timed: tuple[tuple[int, int, int], ...] = ()  # (start_s, dose ng, duration s), a bolus every day
 
     def message(self, command_id: int) -> Program:
         dose, duration, lockout, most = self.bolus or (0, 0, 0, 0)
@@ -173,6 +176,7 @@ class Rx:
             max_dose_24h_ng=self.limit,
             low_reservoir_ul=self.low_ul,
             catheter_volume_nl=DEAD_NL,
+            timed_bolus=tuple(TimedBolus(start_s=s, dose_ng=d, duration_s=t) for s, d, t in self.timed),
         )
 
     @property
@@ -196,6 +200,20 @@ def bolus_fits(bolus: tuple[int, int, int, int], conc: int) -> bool:
     return duration * 1000 // strokes >= MIN_INTERVAL_MS
 
 
+def timed_floor(basal: tuple[tuple[int, int], ...], timed: tuple[tuple[int, int, int], ...], conc: int) -> Fraction:
+    """The least hard limit (ng) that takes basal and these timed boluses as the pump
+    measures it (firmware/rules/prescription.py, SR-053): basal over 24 h + 1 min, a
+    stroke, each bolus as given, and one again with the basal it holds back."""
+    stroke_fg = STROKE_NL * conc
+    top = max(r for _, r in basal)
+    given = [max(d * FG_PER_NG, max(1, (d * FG_PER_NG + stroke_fg // 2) // stroke_fg) * stroke_fg) for _, d, _ in timed]
+    again = max(
+        (g + Fraction(top * t * FG_PER_NG, 86_400) for g, (_, _, t) in zip(given, timed, strict=True)), default=0
+    )
+    extra = (stroke_fg + sum(given) + again) / FG_PER_NG if timed else 0
+    return daily_basal(basal) + Fraction(top, 1440) + extra
+
+
 def least_rate(conc: int) -> int:
     """The slowest basal rate (ng/day) the pump takes at a concentration: its minimum flow."""
     return -(-MODEL.min_flow_nl_per_day * conc // ML)
@@ -211,6 +229,11 @@ def rx_valid(rx: Rx) -> bool:
         return False  # more volume a day than the mechanism can move
     if any(rate < least_rate(rx.concentration) for _, rate in rx.basal):
         return False  # less than the pump's minimum flow
+    if rx.timed and (
+        not all(bolus_fits((d, t, 0, 0), rx.concentration) for _, d, t in rx.timed)
+        or timed_floor(rx.basal, rx.timed, rx.concentration) > rx.limit
+    ):
+        return False
     return rx.bolus is None or bolus_fits(rx.bolus, rx.concentration)
 
 
@@ -243,16 +266,33 @@ def valid_rx(draw, conc: int) -> Rx:
         lockout = draw(st.one_of(st.sampled_from([3_600, 7_200, 900, 14_400]), st.integers(900, 86_400)))
         most_24h = draw(st.one_of(st.sampled_from([6, 4, 12, 2]), st.integers(1, 48)))
         bolus = (dose, duration, max(lockout, duration), most_24h)
+    # Timed boluses in a quarter of them: on whole hours, so none overlaps the next.
+    timed: tuple[tuple[int, int, int], ...] = ()
+    if draw(st.integers(0, 3)) == 0:
+        hours = sorted(draw(st.sets(st.integers(0, 23), min_size=1, max_size=3)))
+        stroke_ng = STROKE_NL * conc // ML
+        most = max(stroke_ng, min(MG, conc // 4))  # up to 0.25 mL
+        for h in hours:
+            dose = draw(st.one_of(st.sampled_from([MG // 4, MG // 10, MG // 2]), st.integers(stroke_ng, most)))
+            dose = min(max(dose, stroke_ng), most)
+            strokes = -(-(dose * ML // conc) // STROKE_NL)
+            fastest = max(60, -(-strokes * MIN_INTERVAL_MS // 1000))
+            duration = max(fastest, draw(st.sampled_from([900, 600, 1_800, 3_600])))
+            timed += ((h * 3_600, dose, duration),)
+        if timed_floor(basal, timed, conc) >= MAX_DAILY:
+            timed = ()  # (more than the drug's daily maximum allows a hard limit of)
+        floor = max(floor, int(timed_floor(basal, timed, conc)) + 1)
     room = draw(st.sampled_from([2, 1, 0, Fraction(1, 2), 3, 6, 20]))  # in boluses above basal
     limit = floor + int(room * (bolus[0] if bolus else MG // 2))
     limit = min(MAX_DAILY, max(limit, bolus[0] if bolus else 0))
     low_ul = draw(st.one_of(st.sampled_from([2_000, 3_000, 4_000]), st.integers(1_001, 19_999)))
-    return Rx(conc, basal, bolus, limit, low_ul)
+    return Rx(conc, basal, bolus, limit, low_ul, timed=timed)
 
 
 def invalid_variants(rx: Rx) -> list[tuple[str, Rx]]:
     """One rule broken each, with the field the refusal must name."""
     b = rx.bolus or (min(MG // 10, rx.limit), 600, 3_600, 4)
+    one = STROKE_NL * rx.concentration // ML  # a timed bolus of one stroke
     out = [
         ("drug", replace(rx, drug="aspirin")),
         ("concentration_ng_per_ml", replace(rx, concentration=0)),
@@ -279,6 +319,8 @@ def invalid_variants(rx: Rx) -> list[tuple[str, Rx]]:
         ("bolus_lockout_s", replace(rx, bolus=(*b[:2], 86_401, b[3]))),
         ("bolus_max_per_24h", replace(rx, bolus=(*b[:3], 0))),
         ("bolus_max_per_24h", replace(rx, bolus=(*b[:3], 49))),
+        ("timed_bolus[0].dose_ng", replace(rx, timed=((8 * 3_600, 0, 600),))),
+        ("timed_bolus[1].start_s", replace(rx, timed=((3_600, one, 3_600), (5_400, one, 600)))),
     ]
     if rx.bolus is not None and rx.bolus[1] > 900:
         out.append(("bolus_lockout_s", replace(rx, bolus=(*b[:2], b[1] - 1, b[3]))))
@@ -1128,9 +1170,25 @@ class PumpCampaign(RuleBasedStateMachine):
         assert (
             after.state is before.state or (after.state is TherapyState.HALTED and found) or _recovered(before, after)
         ), (before, after)
-        assert not after.bolus_active, after
+        assert not after.bolus_active or self._timed_started_since_boot(), after
         for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
             assert getattr(after, k) == getattr(before, k), (k, before, after)
+
+    def _timed_started_since_boot(self) -> bool:
+        """A timed bolus started after the last boot (one due while the controller was down,
+        within its grace: a new start, not the bolus the reset abandoned resumed). Reads the
+        log without taking it from the invariant's reader."""
+        seq, started = self.log_next, False
+        while True:
+            ack = self.req(LogRead(from_seq=seq, max_entries=32))
+            for e in ack.entries:
+                if e.event is LogEvent.BOOT:
+                    started = False
+                elif e.event is LogEvent.TIMED_BOLUS and e.arg1 == TimedBolusOutcome.STARTED:
+                    started = True
+            if not ack.entries or ack.entries[-1].seq + 1 >= ack.next_seq:
+                return started
+            seq = ack.entries[-1].seq + 1
 
     def _restart_choices(self) -> list[Snapshot]:
         now = self.pump.rig.now_ms
@@ -1178,7 +1236,7 @@ class PumpCampaign(RuleBasedStateMachine):
             or _recovered(before, after)
         )
         assert as_was, (went, before, after)
-        assert not after.bolus_active, after
+        assert not after.bolus_active or self._timed_started_since_boot(), after
         for k in ("reservoir_nl", "drug", "concentration_ng_per_ml", "max_dose_24h_ng", "last_command_id"):
             assert getattr(after, k) == getattr(before, k), (k, went, before, after)
         # Its time goes on from the last it saw (the STATUS just before), not the pump's:
@@ -1384,6 +1442,8 @@ class PumpCampaign(RuleBasedStateMachine):
                 self.priming = None
         elif e.event is LogEvent.CLOCK_WENT_BACK:
             self.log_clock_back.append(e.arg0)
+        elif e.event is LogEvent.TIMED_BOLUS:
+            FIGURES.count(FIGURES.actions, f"timed bolus {TimedBolusOutcome(e.arg1).name.lower()}")
         elif e.event is LogEvent.BOLUS_STARTED and e.arg1 == BolusKind.PATIENT:
             assert e.arg0 in self.requests, f"patient bolus {e.arg0} started without a granted request"
             t, rx = self.requests.pop(e.arg0)

@@ -33,6 +33,7 @@ STATUS_KEYS = {
     "basal_rate_ng_per_day",
     "reservoir_ul",
     "low_reservoir_at_s",
+    "low_reservoir_worst_at_s",
     "bolus_active",
     "lockout_remaining_s",
     "boluses_24h",

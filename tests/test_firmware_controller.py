@@ -174,6 +174,7 @@ def program(p: FakePump, **changes: object) -> Program:
         "max_dose_24h_ng": HARD_LIMIT_NG,
         "low_reservoir_ul": 2_000,
         "catheter_volume_nl": CATHETER_NL,
+        "timed_bolus": (),
     }
     fields.update(changes)
     return Program(**fields)
@@ -856,7 +857,9 @@ def test_rule_power_on_recovers_everything_from_nvm_alone():
     # the projection is recomputed at power-on from the recovered estimate: the same
     # within the basal's stroke-by-stroke lag behind the smooth schedule
     assert abs(after.low_reservoir_at_s - before.low_reservoir_at_s) <= 5 * 60
-    same = {f: getattr(before, f) for f in StatusAck.FIELDS if f != "low_reservoir_at_s"}
+    assert abs(after.low_reservoir_worst_at_s - before.low_reservoir_worst_at_s) <= 5 * 60
+    projected = ("low_reservoir_at_s", "low_reservoir_worst_at_s")
+    same = {f: getattr(before, f) for f in StatusAck.FIELDS if f not in projected}
     assert {f: getattr(after, f) for f in same} == same
     assert p.request(ReadPrescription()) == rx_before
     # the log continues without reuse: the old entries kept, the next number used next

@@ -30,7 +30,8 @@ from tools.client import Refused
 
 RX = dict(drug="morphine", concentration_ng_per_ml=5_000_000, basal=(BasalStep(0, 1_000_000),),
           bolus_dose_ng=0, bolus_duration_s=0, bolus_lockout_s=0, bolus_max_per_24h=0,
-          max_dose_24h_ng=3_000_000, low_reservoir_ul=2_000, catheter_volume_nl=200_000)
+          max_dose_24h_ng=3_000_000, low_reservoir_ul=2_000, catheter_volume_nl=200_000,
+          timed_bolus=())
 
 SEEN = []
 

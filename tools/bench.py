@@ -81,6 +81,7 @@ def example_status() -> StatusAck:
         basal_rate_ng_per_day=1_500_000,
         reservoir_nl=11_400_000,
         low_reservoir_at_s=NONE_U64,
+        low_reservoir_worst_at_s=NONE_U64,
         lockout_remaining_s=3_600,
         boluses_24h=2,
         max_boluses_24h=6,

@@ -587,6 +587,7 @@ def status_dict(st) -> dict[str, Any]:
         "basal_rate_ng_per_day": st.basal_rate_ng_per_day,
         "reservoir_ul": _ul(st.reservoir_nl),
         "low_reservoir_at_s": None if st.low_reservoir_at_s == NONE_U64 else st.low_reservoir_at_s,
+        "low_reservoir_worst_at_s": None if st.low_reservoir_worst_at_s == NONE_U64 else st.low_reservoir_worst_at_s,
         "bolus_active": st.bolus_active,
         "lockout_remaining_s": st.lockout_remaining_s,
         "boluses_24h": st.boluses_24h,
@@ -628,6 +629,7 @@ def _status(c, args, _) -> Output:
     d = status_dict(st)
     alarms = "; ".join(_alarm_text(a) for a in d["alarms"]) or "none"
     low = "-" if d["low_reservoir_at_s"] is None else _when(d["low_reservoir_at_s"])
+    worst = "-" if d["low_reservoir_worst_at_s"] is None else _when(d["low_reservoir_worst_at_s"])
     rows = [
         ("state", d["state"]),
         ("pump time", _when(st.time_s)),
@@ -636,6 +638,7 @@ def _status(c, args, _) -> Output:
         ("basal rate", units.format_rate(st.basal_rate_ng_per_day)),
         ("reservoir", _volume_text(st.reservoir_nl)),
         ("low reservoir at", low),
+        ("low reservoir at, every bolus taken", worst),
         ("bolus", "in progress" if st.bolus_active else "none"),
         ("lockout left", units.format_duration(st.lockout_remaining_s)),
         ("boluses in 24 h", f"{st.boluses_24h} of {st.max_boluses_24h}"),
@@ -665,6 +668,7 @@ def _log_fields(entry) -> dict[str, Any]:
         ResetCause,
         Role,
         TherapyState,
+        TimedBolusOutcome,
     )
     from protocol.messages import REGISTRY
 
@@ -722,6 +726,7 @@ def _log_fields(entry) -> dict[str, Any]:
         e.CATHETER_REPLACED: (("command_id", plain), ("volume_nl", plain)),
         e.CATHETER_STATE: (("old_catheter_state", enum(CatheterState)), ("catheter_state", enum(CatheterState))),
         e.THERAPY_RECOVERED: (("alarm", enum(AlarmId)), ("new_state", enum(TherapyState))),
+        e.TIMED_BOLUS: (("timed_bolus", plain), ("result", enum(TimedBolusOutcome))),
     }
     ev = entry.event
     out: dict[str, Any] = {

@@ -14,6 +14,11 @@
     lockout = "2h"
     max_per_24h = 6
 
+    [[timed_bolus]]                     # optional, 0-8: a bolus every day at its time
+    start = "08:00"
+    dose = "0.25 mg"
+    duration = "15min"
+
     [limits]
     max_dose_24h = "3 mg"
 
@@ -34,14 +39,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protocol.messages import DRUG_NAME_MAX, MAX_BASAL_STEPS, BasalStep, Program
+from protocol.messages import DRUG_NAME_MAX, MAX_BASAL_STEPS, MAX_TIMED_BOLUSES, BasalStep, Program, TimedBolus
 
 from . import units
 
 DEFAULT_LOW_RESERVOIR_UL = 2_000  # ../shared/domain.md: default residual 2 mL
 
-_TOP = {"drug", "concentration", "low_reservoir_alarm", "basal", "patient_bolus", "limits", "catheter"}
+_TOP = {"drug", "concentration", "low_reservoir_alarm", "basal", "patient_bolus", "timed_bolus", "limits", "catheter"}
 _BASAL = {"start", "rate"}
+_TIMED = {"start", "dose", "duration"}
 _BOLUS = {"dose", "duration", "lockout", "max_per_24h"}
 _LIMITS = {"max_dose_24h"}
 _CATHETER = {"volume"}
@@ -58,6 +64,7 @@ _WIRE_TO_FILE = {
     "max_dose_24h_ng": "limits.max_dose_24h",
     "low_reservoir_ul": "low_reservoir_alarm",
     "catheter_volume_nl": "catheter.volume",
+    "timed_bolus": "timed_bolus",
 }
 
 
@@ -77,6 +84,9 @@ def file_field(wire_field: str) -> str:
     m = re.fullmatch(r"basal\[(\d+)\]\.(start_s|rate_ng_per_day)", wire_field)
     if m:
         return f"basal[{m.group(1)}].{'start' if m.group(2) == 'start_s' else 'rate'}"
+    m = re.fullmatch(r"timed_bolus\[(\d+)\]\.(start|dose|duration)_(s|ng)", wire_field)
+    if m:
+        return f"timed_bolus[{m.group(1)}].{m.group(2)}"
     return _WIRE_TO_FILE.get(wire_field, wire_field)
 
 
@@ -172,6 +182,8 @@ def parse_program(doc: dict[str, Any], command_id: int) -> Program:
         lockout = _u32(_quantity(units.parse_duration_s, _need(pb, "lockout", p), f"{p}lockout"), f"{p}lockout")
         most = _count(_need(pb, "max_per_24h", p), f"{p}max_per_24h", 255)
 
+    timed = _timed_boluses(doc.get("timed_bolus", []))
+
     limits = _table(_need(doc, "limits", ""), "limits")
     _unknown(limits, _LIMITS, "limits.")
     max_24h = _u32(
@@ -199,7 +211,28 @@ def parse_program(doc: dict[str, Any], command_id: int) -> Program:
         max_dose_24h_ng=max_24h,
         low_reservoir_ul=low_ul,
         catheter_volume_nl=catheter_nl,
+        timed_bolus=timed,
     )
+
+
+def _timed_boluses(value: Any) -> tuple[TimedBolus, ...]:
+    """The [[timed_bolus]] tables, in the file's order (the pump refuses them out of order)."""
+    if not isinstance(value, list):
+        raise ProgramFileError("timed_bolus", "must be [[timed_bolus]] tables with start, dose and duration")
+    if len(value) > MAX_TIMED_BOLUSES:
+        raise ProgramFileError("timed_bolus", f"at most {MAX_TIMED_BOLUSES} timed boluses, not {len(value)}")
+    out = []
+    for i, item in enumerate(value):
+        prefix = f"timed_bolus[{i}]."
+        item = _table(item, f"timed_bolus[{i}]")
+        _unknown(item, _TIMED, prefix)
+        start = _time_of_day(_need(item, "start", prefix), f"{prefix}start")
+        dose = _u32(_quantity(units.parse_dose_ng, _need(item, "dose", prefix), f"{prefix}dose"), f"{prefix}dose")
+        duration = _u32(
+            _quantity(units.parse_duration_s, _need(item, "duration", prefix), f"{prefix}duration"), f"{prefix}duration"
+        )
+        out.append(TimedBolus(start_s=start, dose_ng=dose, duration_s=duration))
+    return tuple(out)
 
 
 def load_program(path: str | Path, command_id: int) -> Program:

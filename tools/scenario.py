@@ -149,6 +149,7 @@ def _vocabularies() -> dict[str, tuple[str, ...]]:
         "decision": ("granted", *bolus_reasons),
         "kind": _names(codes.BolusKind),
         "outcome": _names(codes.BolusOutcome),
+        "result": _names(codes.TimedBolusOutcome),
         "motor": _names(codes.MotorState),
         "role": _names(codes.Role),
         "reset_cause": _names(codes.ResetCause),

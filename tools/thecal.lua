@@ -141,6 +141,7 @@ local vs_BolusKind = {
     [1] = "PATIENT",
     [2] = "CLINICIAN",
     [3] = "PRIMING",
+    [4] = "TIMED",
 }
 
 local vs_BolusOutcome = {
@@ -210,6 +211,7 @@ local vs_LogEvent = {
     [27] = "THERAPY_RECOVERED",
     [28] = "CATHETER_REPLACED",
     [29] = "CATHETER_STATE",
+    [30] = "TIMED_BOLUS",
 }
 
 local vs_msg_type = {
@@ -364,6 +366,19 @@ local rec_BasalStep = {
     },
 }
 
+local rec_TimedBolus = {
+    name = "TimedBolus", size = 12,
+    field = ProtoField.none("thecal.timed_bolus", "TimedBolus", "One timed bolus: the pump gives it every day at its time."),
+    fields = {
+        { name = "start_s", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.timed_bolus.start_s", "start_s", base.DEC, nil, nil, "time of day it starts, s after local midnight (0..86399)") },
+        { name = "dose_ng", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.timed_bolus.dose_ng", "dose_ng", base.DEC, nil, nil, "its dose, ng") },
+        { name = "duration_s", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.timed_bolus.duration_s", "duration_s", base.DEC, nil, nil, "time over which it is delivered, s") },
+    },
+}
+
 local rec_AlarmEntry = {
     name = "AlarmEntry", size = 6,
     field = ProtoField.none("thecal.alarm_entry", "AlarmEntry", "One active (latched) alarm."),
@@ -411,7 +426,7 @@ local rec_Tone = {
     },
 }
 
-local record_list = { rec_BasalStep, rec_AlarmEntry, rec_LogEntry, rec_Tone }
+local record_list = { rec_BasalStep, rec_TimedBolus, rec_AlarmEntry, rec_LogEntry, rec_Tone }
 
 -- ---------------------------------------------------------------- messages (protocol/messages.py)
 
@@ -639,6 +654,8 @@ messages[0x42] = {
           field = ProtoField.uint32("thecal.program.low_reservoir_ul", "low_reservoir_ul", base.DEC, nil, nil, "low-reservoir alarm threshold, uL") },
         { name = "catheter_volume_nl", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.program.catheter_volume_nl", "catheter_volume_nl", base.DEC, nil, nil, "catheter volume from the pump outlet to its tip as the clinician entered it (catheter model and trimmed length), nL; 0 = not entered") },
+        { name = "timed_bolus", kind = "array", max = 8, record = rec_TimedBolus,
+          field = ProtoField.none("thecal.program.timed_bolus", "timed_bolus", "daily timed boluses, 0-8 sorted by start_s, none overlapping another (SR-053)") },
     },
 }
 table.insert(message_codes, 0x42)
@@ -803,7 +820,9 @@ messages[0x61] = {
         { name = "reservoir_nl", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.status_ack.reservoir_nl", "reservoir_nl", base.DEC, nil, nil, "controller's estimate of the reservoir volume, nL; 0xFFFFFFFF = not known (no fill recorded yet)") },
         { name = "low_reservoir_at_s", kind = "u", size = 8,
-          field = ProtoField.uint64("thecal.status_ack.low_reservoir_at_s", "low_reservoir_at_s", base.DEC, nil, nil, "pump time the low-reservoir alarm is expected; 0xFFFFFFFFFFFFFFFF = none") },
+          field = ProtoField.uint64("thecal.status_ack.low_reservoir_at_s", "low_reservoir_at_s", base.DEC, nil, nil, "pump time the low-reservoir alarm is expected at basal and timed boluses; 0xFFFFFFFFFFFFFFFF = none") },
+        { name = "low_reservoir_worst_at_s", kind = "u", size = 8,
+          field = ProtoField.uint64("thecal.status_ack.low_reservoir_worst_at_s", "low_reservoir_worst_at_s", base.DEC, nil, nil, "the same if the patient also takes every patient bolus allowed (the refill date); 0xFFFFFFFFFFFFFFFF = none") },
         { name = "lockout_remaining_s", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.status_ack.lockout_remaining_s", "lockout_remaining_s", base.DEC, nil, nil, "seconds until a patient bolus may be granted by lockout") },
         { name = "boluses_24h", kind = "u", size = 1,
@@ -986,6 +1005,8 @@ messages[0x6D] = {
           field = ProtoField.uint32("thecal.read_prescription_ack.low_reservoir_ul", "low_reservoir_ul", base.DEC, nil, nil, "low-reservoir alarm threshold, uL") },
         { name = "catheter_volume_nl", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.read_prescription_ack.catheter_volume_nl", "catheter_volume_nl", base.DEC, nil, nil, "catheter volume from the pump outlet to its tip as the clinician entered it (catheter model and trimmed length), nL; 0 = not entered") },
+        { name = "timed_bolus", kind = "array", max = 8, record = rec_TimedBolus,
+          field = ProtoField.none("thecal.read_prescription_ack.timed_bolus", "timed_bolus", "daily timed boluses, 0-8 sorted by start_s, none overlapping another (SR-053)") },
     },
 }
 table.insert(message_codes, 0x6D)
@@ -1063,7 +1084,7 @@ messages[0x93] = {
         { name = "command_id", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.bolus_started.command_id", "command_id", base.DEC, nil, nil, "host-chosen id of this command; STATUS reports the last one accepted") },
         { name = "kind", kind = "enum", size = 1, vs = vs_BolusKind, enum = "BolusKind",
-          field = ProtoField.uint8("thecal.bolus_started.kind", "kind", base.DEC, vs_BolusKind, nil, "patient, clinician or priming") },
+          field = ProtoField.uint8("thecal.bolus_started.kind", "kind", base.DEC, vs_BolusKind, nil, "patient, clinician, priming or timed (a timed bolus's command_id is the local minute it fell due)") },
         { name = "dose_ng", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.bolus_started.dose_ng", "dose_ng", base.DEC, nil, nil, "dose to deliver, ng (0 for priming)") },
         { name = "volume_nl", kind = "u", size = 4,
@@ -1082,7 +1103,7 @@ messages[0x94] = {
         { name = "command_id", kind = "u", size = 4,
           field = ProtoField.uint32("thecal.bolus_finished.command_id", "command_id", base.DEC, nil, nil, "host-chosen id of this command; STATUS reports the last one accepted") },
         { name = "kind", kind = "enum", size = 1, vs = vs_BolusKind, enum = "BolusKind",
-          field = ProtoField.uint8("thecal.bolus_finished.kind", "kind", base.DEC, vs_BolusKind, nil, "patient, clinician or priming") },
+          field = ProtoField.uint8("thecal.bolus_finished.kind", "kind", base.DEC, vs_BolusKind, nil, "patient, clinician, priming or timed") },
         { name = "outcome", kind = "enum", size = 1, vs = vs_BolusOutcome, enum = "BolusOutcome",
           field = ProtoField.uint8("thecal.bolus_finished.outcome", "outcome", base.DEC, vs_BolusOutcome, nil, "how it ended") },
         { name = "delivered_ng", kind = "u", size = 4,

@@ -1,5 +1,5 @@
 """The clinician bolus: a dose and duration a clinician orders (SR-006, SR-007, SR-016,
-SR-048, SR-049).
+SR-048, SR-049, SR-053).
 
 Allowed while therapy runs, and while it is stopped as a single bolus (delivered, then
 the pump stays stopped: SynchroMed's single bolus), never halted or in a refill; with no
@@ -7,8 +7,8 @@ bolus in progress and no high-priority alarm standing. The prescription must nam
 the reservoir holds, a fill must be recorded and the catheter not be empty, as for
 START. The dose lies within the hard limit and the
 duration within the bolus range, no faster than the mechanism can stroke; the largest
-rolling-24 h total from now on, with planned basal (as if therapy were started after
-it) and this bolus, stays within the hard limit; and the reservoir holds it above the
+rolling-24 h total from now on, with planned basal and timed boluses (as if therapy were
+started after it) and this bolus, stays within the hard limit; and the reservoir holds it above the
 empty level.
 """
 

@@ -1,5 +1,5 @@
 """The rolling 24 h hard limit: drug delivered in any 24 h, from every source, stays
-within the prescription's hard limit (SR-002, SR-006, SR-040).
+within the prescription's hard limit (SR-002, SR-006, SR-040, SR-053).
 
 Drug is counted in fg (1e-6 ng) at the catheter tip, where it reaches the patient:
 basal, patient and clinician boluses, and priming strokes, which push the drug already in
@@ -9,9 +9,9 @@ them: firmware/history.py), so every window errs high, never low.
 Two kinds of check:
   * a run of strokes (the guard, firmware/guard.py) fits when the drug already in the
     window plus the drug the whole run pushes out of the tip stays within the limit;
-  * a bolus request projects planned basal forward and asks whether any rolling 24 h
-    from now on would exceed the limit with the bolus in it, and if so from which minute
-    it would not.
+  * a bolus request (and a timed bolus at its time) projects planned basal and the timed
+    boluses still to come forward and asks whether any rolling 24 h from now on would
+    exceed the limit with the bolus in it, and if so from which minute it would not.
 """
 
 from __future__ import annotations
@@ -74,6 +74,19 @@ class Window:
     owed_fg: int
     max_dose_24h_fg: int
     stroke_fg: int
+    # SR-053: the timed boluses still to come, as (ms from now, fg), each whole from its
+    # start minute: for windows ending within a day of now that is never less than the
+    # strokes will put in them.
+    timed_fg: tuple[tuple[int, int], ...] = ()
+
+
+def _add_timed(plan: list[int], w: Window) -> None:
+    """The timed boluses into a per-minute plan whose minute 0 is the current minute."""
+    into = w.now_ms % MINUTE_MS
+    for after_ms, fg in w.timed_fg:
+        k = (into + after_ms) // MINUTE_MS
+        if k < len(plan):
+            plan[k] += fg
 
 
 def max_future_window_fg(past_per_minute: Sequence[int], future_per_minute: Iterable[int]) -> int:
@@ -160,6 +173,7 @@ def max_window_with_fg(w: Window, dose_fg: int) -> int:
     n = len(w.past_per_minute_fg)
     plan = basal_plan_fg(w.basal, w.local_ms, w.now_ms % MINUTE_MS, n)
     plan[0] += w.owed_fg + dose_fg
+    _add_timed(plan, w)
     return max_future_window_fg(w.past_per_minute_fg, plan)
 
 
@@ -178,6 +192,7 @@ def lifts_at_ms(w: Window, dose_fg: int) -> int | None:
     minute0 = w.now_ms // MINUTE_MS * MINUTE_MS
     plan = basal_plan_fg(w.basal, w.local_ms, w.now_ms - minute0, 2 * n)
     plan[0] += w.owed_fg
+    _add_timed(plan, w)
     room = w.max_dose_24h_fg - dose_fg
     past_from = [*reversed([0, *accumulate(reversed(past))])]  # past_from[i] = sum(past[i:])
     plan_to = [0, *accumulate(plan)]  # plan_to[k] = sum(plan[:k])

@@ -1,13 +1,14 @@
 """The patient bolus (the PTM button): granted or denied, and when to try again
-(SR-003, SR-004, SR-005, SR-006, SR-007, SR-016, SR-021).
+(SR-003, SR-004, SR-005, SR-006, SR-007, SR-016, SR-021, SR-053).
 
 Granted only when therapy runs, the prescription has a patient bolus, no high-priority
 alarm stands, no bolus is in progress, the lockout has passed (since the last patient
 bolus started, since programming or a refill, or after a memory loss), fewer than the
 allotted boluses started in the rolling 24 h, the largest rolling-24 h total from now on
-stays within the hard limit with planned basal and this bolus in it, and the reservoir
-holds the dose above the empty level. The first rule that fails is the reason; the denial
-says when a bolus could next be granted (None when no time can be foreseen).
+stays within the hard limit with planned basal, the timed boluses ahead and this bolus
+in it, and the reservoir holds the dose above the empty level. The first rule that fails
+is the reason; the denial says when a bolus could next be granted (None when no time can
+be foreseen).
 """
 
 from __future__ import annotations

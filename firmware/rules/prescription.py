@@ -1,11 +1,14 @@
 """A prescription is validated as a whole before it is accepted (SR-001, SR-002, SR-047,
-SR-049).
+SR-049, SR-053).
 
 The drug must be in the drug library, its concentration and daily dose within the drug's
 maxima, every basal step deliverable by the mechanism, basal alone under the rolling
 24 h hard limit over the longest window the pump measures, and the patient bolus's dose,
 duration, lockout and count within range, and no basal step below the pump's minimum
-flow; the catheter's volume, when entered, a plausible one. A refusal names the field and
+flow; the catheter's volume, when entered, a plausible one. Timed boluses (at most 8)
+are sorted, none overlapping the next, each deliverable, and basal plus every timed bolus
+fits the drug's maximum daily dose and the hard limit as the pump measures it
+(firmware/rules/timed_bolus.py). A refusal names the field and
 the limit it broke, and changes nothing.
 """
 
@@ -19,6 +22,7 @@ from ..prescription import (
     MAX_BOLUSES_PER_24H,
     MAX_CATHETER_VOLUME_NL,
     MAX_LOCKOUT_S,
+    MAX_TIMED,
     MIN_BOLUS_DURATION_S,
     MIN_LOCKOUT_S,
     S_PER_DAY,
@@ -27,6 +31,7 @@ from ..prescription import (
     Prescription,
     fmt_dose,
 )
+from .timed_bolus import given_fg
 
 
 class PrescriptionError(ValueError):
@@ -95,6 +100,7 @@ def validate(p: Prescription, drugs: DrugLibrary, hw: HwLimits, empty_reservoir_
             f"{_fmt(limit, drug)} in the pump's 24 h + 1 min window",
         )
     _validate_min_flow(p, drug, hw)
+    _validate_timed(p, drug, hw, exact + worst_minute)
     if p.patient_bolus is not None:
         _validate_bolus(p.patient_bolus, p, drug, hw)
     if p.catheter_volume_nl and not hw.stroke_nl <= p.catheter_volume_nl <= MAX_CATHETER_VOLUME_NL:
@@ -182,4 +188,100 @@ def _validate_min_flow(p: Prescription, drug: Drug, hw: HwLimits) -> None:
                 f"{_fmt(step.rate_ng_per_day, drug)}/day at {_fmt(conc, drug)}/mL is "
                 f"{step.rate_ng_per_day * NL_PER_ML // conc / NL_PER_ML:g} mL/day, below the pump's minimum flow "
                 f"{least / NL_PER_ML:g} mL/day ({_fmt(least_rate, drug)}/day at this concentration)",
+            )
+
+
+def _clock(s: int) -> str:
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}" + (f":{s % 60:02d}" if s % 60 else "")
+
+
+def _validate_timed(p: Prescription, drug: Drug, hw: HwLimits, basal_window: int) -> None:
+    """SR-053: the timed boluses, one by one and with basal. basal_window is the most basal
+    the pump's 24 h + 1 min window holds (fg*ms/day units)."""
+    timed = p.timed
+    if len(timed) > MAX_TIMED:
+        raise PrescriptionError("timed_bolus", f"at most {MAX_TIMED} timed boluses, not {len(timed)}")
+    conc = p.concentration_ng_per_ml
+    for i, t in enumerate(timed):
+        f = f"timed_bolus[{i}]"
+        if not 0 <= t.start_s < S_PER_DAY:
+            raise PrescriptionError(f"{f}.start_s", f"{t.start_s} s is not a time of day (0..86399)")
+        if i and t.start_s <= timed[i - 1].start_s:
+            what = "duplicates" if t.start_s == timed[i - 1].start_s else "comes before"
+            raise PrescriptionError(
+                f"{f}.start_s", f"timed boluses must be sorted by start: {_clock(t.start_s)} {what} the one before"
+            )
+        if t.dose_ng <= 0:
+            raise PrescriptionError(f"{f}.dose_ng", "a timed bolus needs a dose")
+        if t.dose_ng > p.max_dose_24h_ng:
+            raise PrescriptionError(
+                f"{f}.dose_ng",
+                f"{_fmt(t.dose_ng, drug)} is larger than the 24 h hard limit {_fmt(p.max_dose_24h_ng, drug)}",
+            )
+        nl = volume_nl(t.dose_ng, conc)
+        if nl < hw.stroke_nl:
+            raise PrescriptionError(
+                f"{f}.dose_ng", f"{_fmt(t.dose_ng, drug)} is less than one stroke ({hw.stroke_nl} nL)"
+            )
+        if not MIN_BOLUS_DURATION_S <= t.duration_s <= MAX_BOLUS_DURATION_S:
+            raise PrescriptionError(
+                f"{f}.duration_s", f"{t.duration_s} s is outside {MIN_BOLUS_DURATION_S}..{MAX_BOLUS_DURATION_S} s"
+            )
+        strokes = -(-nl // hw.stroke_nl)
+        if t.duration_s * 1000 // strokes < hw.min_stroke_interval_ms:
+            raise PrescriptionError(
+                f"{f}.duration_s",
+                f"{strokes} strokes in {t.duration_s} s is faster than the mechanism's "
+                f"one stroke per {hw.min_stroke_interval_ms} ms",
+            )
+    # One bolus at a time: each ends before the next starts, the last before the first of
+    # the next day.
+    for i, t in enumerate(timed):
+        nxt = timed[(i + 1) % len(timed)]
+        nxt_start = nxt.start_s + (S_PER_DAY if i + 1 == len(timed) else 0)
+        if len(timed) > 1 and t.start_s + t.duration_s > nxt_start:
+            j = (i + 1) % len(timed)
+            raise PrescriptionError(
+                f"timed_bolus[{j}].start_s",
+                f"{_clock(nxt.start_s)} is before timed_bolus[{i}] ({_clock(t.start_s)} for {t.duration_s} s) "
+                "has ended: one bolus at a time",
+            )
+    # Against the daily ceilings, adding them one by one so the refusal names the one that
+    # breaks it. The hard limit as the pump measures it: the most basal its 24 h + 1 min
+    # window holds, one stroke of basal it may be ahead of the schedule, every timed bolus
+    # as given, and one of them a second time with the basal held back while it ran: as a
+    # timed bolus starts, the window still holds the same bolus of the day before (it
+    # started in the same minute 24 h ago), and a run is admitted only with room for all
+    # of it; a window that starts part-way into one holds the rest of it and the basal it
+    # held back, paid out after it, though accrued before the window (found by
+    # tests/test_timed_property.py).
+    stroke = hw.stroke_nl * conc
+    day_exact = basal_integral_fg_ms(p.basal, 0, MS_PER_DAY)
+    limit = p.max_dose_24h_ng * FG_PER_NG * MS_PER_DAY
+    daily_max = drug.max_daily_dose_ng * FG_PER_NG * MS_PER_DAY
+    basal_ng = day_exact // (MS_PER_DAY * FG_PER_NG)
+    total = largest = 0
+    for i, t in enumerate(timed):
+        total += t.dose_ng
+        if day_exact + total * FG_PER_NG * MS_PER_DAY > daily_max:
+            raise PrescriptionError(
+                f"timed_bolus[{i}].dose_ng",
+                f"basal {_fmt(basal_ng, drug)}/day and timed boluses {_fmt(total, drug)}/day exceed "
+                f"{drug.name}'s maximum daily dose {_fmt(drug.max_daily_dose_ng, drug)}",
+            )
+    given = 0
+    top_rate = max(s.rate_ng_per_day for s in p.basal)
+    for i, t in enumerate(timed):
+        one = given_fg(t.dose_ng, stroke)
+        given += one
+        held = top_rate * FG_PER_NG * t.duration_s * 1000  # basal held back while it runs (fg*ms/day)
+        largest = max(largest, one * MS_PER_DAY + held)
+        need = basal_window + (stroke + given) * MS_PER_DAY + largest
+        if need > limit:
+            # (A NAK's detail holds 160 bytes: said briefly.)
+            raise PrescriptionError(
+                f"timed_bolus[{i}].dose_ng",
+                f"basal {_fmt(basal_ng, drug)}/day + timed {_fmt(-(-given // FG_PER_NG), drug)}/day need a hard "
+                f"limit of at least {_fmt(-(-need // (FG_PER_NG * MS_PER_DAY)), drug)}, not "
+                f"{_fmt(p.max_dose_24h_ng, drug)}: yesterday's bolus still counts as today's starts",
             )

@@ -1,5 +1,5 @@
 """Whether the mechanism may run, and keep running (SR-006, SR-009, SR-016, SR-020,
-SR-021, SR-039, SR-040, SR-048).
+SR-021, SR-039, SR-040, SR-048, SR-053).
 
 The guard (firmware/guard.py) asks this before every MOTOR_RUN, for the whole run: a
 bounded run cannot be recalled if the controller dies part-way, so every stroke of it
@@ -8,8 +8,8 @@ at once when an answer changes.
   * Latched-alarm interlock: nothing runs while a high-priority alarm holds therapy
     (SR-020, SR-021, SR-051; which do is rules/recovery.py's): a fault stops flow until a
     person has dealt with it, or, under a resume policy, until its condition is gone.
-  * State: basal and patient-bolus runs only while therapy runs; a priming run and a
-    clinician's single bolus also while it is stopped (SR-039, SR-048).
+  * State: basal, patient- and timed-bolus runs only while therapy runs; a priming run
+    and a clinician's single bolus also while it is stopped (SR-039, SR-048, SR-053).
   * Mechanism: no run longer than the hardware allows, no strokes closer than its
     minimum interval, also across runs (SR-009).
   * Reservoir: nothing below the empty level (SR-016).
@@ -34,6 +34,7 @@ class Purpose(IntEnum):
     PATIENT = 1
     CLINICIAN = 2
     PRIMING = 3
+    TIMED = 4  # a timed bolus of the prescription (SR-053): only while therapy runs
 
 
 class Stop(Enum):
