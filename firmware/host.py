@@ -69,6 +69,7 @@ from .rules import (
     patient_bolus,
     prime,
     program,
+    ready,
     refill,
     start,
     wrong_state,
@@ -124,6 +125,17 @@ def handle_frame(p: Parts, body: bytes) -> None:
 
 def _is_host_request(msg_type: int) -> bool:
     return msg_type in HOST_LINK_TYPES and family_of(msg_type) is MessageFamily.HOST_REQUEST and msg_type in REGISTRY
+
+
+def _ready(p: Parts) -> ready.ReadyFacts:
+    return ready.ReadyFacts(
+        has_prescription=p.engine.rx is not None,
+        holds_another_drug=_holds_another_drug(p),
+        high_alarm=p.supervisor.high_alarm(),
+        holding=tuple((a.alarm, a.condition) for a in p.alarms.holding()),
+        reservoir_known=p.engine.reservoir_known,
+        catheter_empty=_catheter_empty(p),
+    )
 
 
 def _catheter_empty(p: Parts) -> bool:
@@ -252,16 +264,7 @@ def program_request(p: Parts, msg: Program) -> ProgramAck | Refusal:
 def start_request(p: Parts, msg: Start) -> StartAck | Refusal:
     s = p.supervisor
     refused = p.commands.refusal(msg.command_id) or start.refusal(
-        start.StartFacts(
-            state=s.state,
-            has_prescription=p.engine.rx is not None,
-            holds_another_drug=_holds_another_drug(p),
-            high_alarm=s.high_alarm(),
-            reservoir_known=p.engine.reservoir_known,
-            reservoir_empty=p.engine.reservoir_empty(),
-            catheter_empty=_catheter_empty(p),
-            holding=tuple((a.alarm, a.condition) for a in p.alarms.holding()),
-        )
+        start.StartFacts(state=s.state, ready=_ready(p), reservoir_empty=p.engine.reservoir_empty())
     )
     if refused is not None:
         return refused
@@ -340,11 +343,7 @@ def clinician_bolus_request(p: Parts, msg: ClinicianBolus) -> ClinicianBolusAck 
     refused = p.commands.refusal(msg.command_id) or clinician_bolus.refusal(
         clinician_bolus.ClinicianBolusFacts(
             state=s.state,
-            has_prescription=rx is not None,
-            holds_another_drug=_holds_another_drug(p),
-            reservoir_known=e.reservoir_known,
-            high_alarm=s.high_alarm(),
-            catheter_empty=_catheter_empty(p),
+            ready=_ready(p),
             bolus_active=e.bolus is not None,
             dose_ng=msg.dose_ng,
             dose_fg=strokes * e.tip_stroke_fg() if rx else 0,  # as it will be given

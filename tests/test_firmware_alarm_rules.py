@@ -15,7 +15,7 @@ from firmware.board.druglib import DrugLibraryError, load_library
 from firmware.config import FirmwareConfig
 from firmware.druglib import DrugLibrary
 from firmware.nvm import MemoryNvm
-from firmware.rules import recovery, reminder, start
+from firmware.rules import ready, recovery, reminder, start
 from firmware.rules.recovery import LatchedAlarm, Policy
 from protocol.codes import AlarmId, LogEvent, NakReason, Priority, TherapyState
 from protocol.messages import (
@@ -198,23 +198,22 @@ def test_rule_drug_library_rejects_a_bad_withdrawal_or_recovery_naming_it(tmp_pa
 
 
 def test_rule_start_refused_while_halted_names_the_alarms_that_hold_it():
-    f = start.StartFacts(
-        state=HALTED,
+    holds = ready.ReadyFacts(
         has_prescription=True,
         holds_another_drug=None,
         high_alarm=True,
-        reservoir_known=True,
-        reservoir_empty=False,
-        catheter_empty=False,
         holding=((AlarmId.OCCLUSION, True), (AlarmId.BATTERY_EOS, False)),
+        reservoir_known=True,
+        catheter_empty=False,
     )
+    f = start.StartFacts(state=HALTED, ready=holds, reservoir_empty=False)
     r = start.refusal(f)
     assert r.reason is NakReason.WRONG_STATE
     assert r.detail == (
         "halted by occlusion (still present), battery_eos (gone, not acknowledged): "
         "acknowledge each once its condition is gone"
     )
-    assert start.refusal(replace(f, holding=())).detail == "start needs state stopped, not halted"
+    assert start.refusal(replace(f, ready=replace(holds, holding=()))).detail == "start needs state stopped, not halted"
     assert start.refusal(replace(f, state=STOPPED)).detail == (
         "a high-priority alarm stands: occlusion (still present), battery_eos (gone, not acknowledged)"
     )

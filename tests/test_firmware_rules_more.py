@@ -34,6 +34,7 @@ from firmware.rules import (
     memory,
     prime,
     program,
+    ready,
     refill,
     start,
 )
@@ -857,23 +858,50 @@ def test_rule_catheter_replaced_after_time_went_back_is_refused():
 
 # ================================================================ START
 
-START_OK = start.StartFacts(
-    state=STOPPED,
+READY_OK = ready.ReadyFacts(
     has_prescription=True,
     holds_another_drug=None,
     high_alarm=False,
+    holding=(),
     reservoir_known=True,
-    reservoir_empty=False,
     catheter_empty=False,
 )
+READY_FIELDS = {f.name for f in dataclasses.fields(ready.ReadyFacts)}
+
+
+def changed(facts, **changes: object):
+    """facts with changes, those of its ready facts made there."""
+    inner = {k: v for k, v in changes.items() if k in READY_FIELDS}
+    outer = {k: v for k, v in changes.items() if k not in READY_FIELDS}
+    if inner:
+        outer["ready"] = dataclasses.replace(facts.ready, **inner)
+    return dataclasses.replace(facts, **outer)
+
+
+READY_REFUSALS = [
+    (["no prescription"], {"has_prescription": False}),
+    ([HELD_MORPHINE, "refill with the drug programmed before starting"], {"holds_another_drug": HELD_MORPHINE}),
+    (["high-priority alarm", "deal with it first"], {"high_alarm": True}),
+    (["not known", "record the fill"], {"reservoir_known": False}),
+    (["catheter is empty", "prime it"], {"catheter_empty": True}),
+]
+
+
+@pytest.mark.parametrize("i", range(len(READY_REFUSALS)))
+def test_rule_ready_each_refusal_in_order(i):
+    """What START and a clinician bolus both need, one rule (rules/ready.py)."""
+    words, changes = READY_REFUSALS[i]
+    assert ready.refusal(READY_OK, "starting") is None
+    assert_refused(ready.refusal(dataclasses.replace(READY_OK, **changes), "starting"), WRONG_STATE, "", *words)
+    later = first_of_all_later(READY_REFUSALS, i)
+    assert_refused(ready.refusal(dataclasses.replace(READY_OK, **later), "starting"), WRONG_STATE, "", *words)
+
+
+START_OK = start.StartFacts(state=STOPPED, ready=READY_OK, reservoir_empty=False)
 START_REFUSALS = [
     (["start needs state stopped, not running"], {"state": RUNNING}),
-    (["no prescription"], {"has_prescription": False}),
-    ([HELD_MORPHINE, "refill with the drug programmed"], {"holds_another_drug": HELD_MORPHINE}),
-    (["high-priority alarm"], {"high_alarm": True}),
-    (["not known", "record the fill"], {"reservoir_known": False}),
+    *READY_REFUSALS,
     (["empty level", "refill"], {"reservoir_empty": True}),
-    (["catheter is empty", "prime it"], {"catheter_empty": True}),
 ]
 
 
@@ -884,9 +912,9 @@ def test_rule_start_with_everything_in_place_starts():
 @pytest.mark.parametrize("i", range(len(START_REFUSALS)))
 def test_rule_start_each_refusal_in_order(i):
     words, changes = START_REFUSALS[i]
-    assert_refused(start.refusal(dataclasses.replace(START_OK, **changes)), WRONG_STATE, "", *words)
+    assert_refused(start.refusal(changed(START_OK, **changes)), WRONG_STATE, "", *words)
     later = first_of_all_later(START_REFUSALS, i)
-    assert_refused(start.refusal(dataclasses.replace(START_OK, **later)), WRONG_STATE, "", *words)
+    assert_refused(start.refusal(changed(START_OK, **later)), WRONG_STATE, "", *words)
 
 
 @pytest.mark.parametrize(
@@ -996,11 +1024,7 @@ EMPTY_WINDOW = Window(
 )
 CB_OK = clinician_bolus.ClinicianBolusFacts(
     state=TherapyState.RUNNING,
-    has_prescription=True,
-    holds_another_drug=None,
-    reservoir_known=True,
-    high_alarm=False,
-    catheter_empty=False,
+    ready=READY_OK,
     bolus_active=False,
     dose_ng=500_000,  # 0.5 mg: 200 strokes of 2500 ng over 10 min, one per 3 s
     dose_fg=500_000 * FG,
@@ -1024,9 +1048,9 @@ def past_with(fg: int) -> Window:
 CB_REFUSALS = [
     (WRONG_STATE, "", ["running or stopped", "halted"], {"state": TherapyState.HALTED}),
     (WRONG_STATE, "", ["no prescription"], {"has_prescription": False}),
-    (WRONG_STATE, "", ["holds ziconotide", "refill"], {"holds_another_drug": "the reservoir holds ziconotide"}),
-    (WRONG_STATE, "", ["record the fill"], {"reservoir_known": False}),
+    (WRONG_STATE, "", ["holds ziconotide", "before a bolus"], {"holds_another_drug": "the reservoir holds ziconotide"}),
     (WRONG_STATE, "", ["high-priority alarm"], {"high_alarm": True}),
+    (WRONG_STATE, "", ["record the fill"], {"reservoir_known": False}),
     (WRONG_STATE, "", ["catheter is empty", "prime it"], {"catheter_empty": True}),
     (WRONG_STATE, "", ["bolus is in progress"], {"bolus_active": True}),
     (OUT_OF_RANGE, "dose_ng", ["1..3000000 ng", "hard limit"], {"dose_ng": 0}),
@@ -1038,7 +1062,7 @@ CB_REFUSALS = [
 
 
 def ordered(**changes: object) -> Refusal | None:
-    return clinician_bolus.refusal(dataclasses.replace(CB_OK, **changes))
+    return clinician_bolus.refusal(changed(CB_OK, **changes))
 
 
 def test_rule_clinician_bolus_with_everything_in_place_is_given():

@@ -3,9 +3,8 @@ SR-048, SR-049, SR-053).
 
 Allowed while therapy runs, and while it is stopped as a single bolus (delivered, then
 the pump stays stopped: SynchroMed's single bolus), never halted or in a refill; with no
-bolus in progress and no high-priority alarm standing. The prescription must name what
-the reservoir holds, a fill must be recorded and the catheter not be empty, as for
-START. The dose lies within the hard limit and the
+the pump ready to move its drug at all, as for START (rules/ready.py), and no bolus in
+progress. The dose lies within the hard limit and the
 duration within the bolus range, no faster than the mechanism can stroke; the largest
 rolling-24 h total from now on, with planned basal and timed boluses (as if therapy were
 started after it) and this bolus, stays within the hard limit; and the reservoir holds it above the
@@ -19,19 +18,13 @@ from dataclasses import dataclass
 from protocol.codes import TherapyState
 
 from ..prescription import MAX_BOLUS_DURATION_S, MIN_BOLUS_DURATION_S
-from . import Refusal, limit24h, out_of_range, reservoir, wrong_state
-from .catheter import EMPTY
-from .start import NOT_FILLED
+from . import Refusal, limit24h, out_of_range, ready, reservoir, wrong_state
 
 
 @dataclass(frozen=True)
 class ClinicianBolusFacts:
     state: TherapyState
-    has_prescription: bool
-    holds_another_drug: str | None  # what the reservoir holds, when the prescription names another
-    reservoir_known: bool  # a fill has been recorded
-    high_alarm: bool
-    catheter_empty: bool
+    ready: ready.ReadyFacts
     bolus_active: bool
     dose_ng: int
     dose_fg: int
@@ -48,16 +41,11 @@ class ClinicianBolusFacts:
 def refusal(f: ClinicianBolusFacts) -> Refusal | None:
     if f.state not in (TherapyState.RUNNING, TherapyState.STOPPED):
         return wrong_state(f"a clinician bolus needs therapy running or stopped, not {f.state.name.lower()}")
-    if not f.has_prescription or f.window is None:
+    refused = ready.refusal(f.ready, "a bolus")
+    if refused is not None:
+        return refused
+    if f.window is None:
         return wrong_state("no prescription programmed")
-    if f.holds_another_drug is not None:
-        return wrong_state(f"{f.holds_another_drug}: refill with the drug programmed before a bolus")
-    if not f.reservoir_known:
-        return wrong_state(NOT_FILLED)
-    if f.high_alarm:
-        return wrong_state("a high-priority alarm stands: deal with it first")
-    if f.catheter_empty:
-        return wrong_state(EMPTY)
     if f.bolus_active:
         return wrong_state("a bolus is in progress")
     if not 0 < f.dose_ng <= f.max_dose_24h_ng:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..prescription import fmt_dose
 from . import Refusal, limit24h, out_of_range, reservoir, wrong_state
-from .start import NOT_FILLED
+from .ready import NOT_FILLED
 
 
 @dataclass(frozen=True)
