@@ -87,6 +87,7 @@ class Emulator:
         self.opts = opts
         self.out = out or (lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
         self.state_dir = StateDir(opts.state_dir)
+        self.state_dir.lock()
         self.model = load_model(opts.pump_model)
         self.keys = self.state_dir.keys()
         self._stop = False

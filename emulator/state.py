@@ -5,12 +5,14 @@
     port        the host port path (the `--link` symlink if one was asked for)
     pump_port   the pump-link port path in --split mode
     firmware-nvm.bin  the controller firmware's non-volatile memory (firmware/nvm.py)
+    lock        held (flock) by the emulator using the directory, with its pid
 
 Files are replaced atomically (write, fsync, rename) so a kill never leaves half a file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -41,6 +43,26 @@ class StateDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def lock(self) -> None:
+        """Take the directory for this process, or raise StateError naming who has it. Two
+        emulators on one directory would race on its files and its ports. The lock is
+        the kernel's (flock): it goes with the process, however it ends, so a killed
+        emulator never leaves the directory locked."""
+        path = self.path / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateError(
+                f"state directory {self.path} is in use by another emulator (pid {holder}): stop it, "
+                "or give another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd  # held open for the life of the process
 
     @property
     def pump_file(self) -> Path:

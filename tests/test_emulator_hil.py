@@ -392,6 +392,32 @@ def test_state_directory_survives_a_restart(procs, tmp_path, how):
     assert emu2.stop() == 0
 
 
+def test_a_second_emulator_on_a_state_directory_in_use_exits_at_once_naming_it_and_the_holder(procs, tmp_path):
+    """Two emulators on one directory raced on its files and overwrote each other's port
+    file; now the second is refused at once, and the first goes on unharmed. A killed
+    emulator leaves nothing locked."""
+    sd = tmp_path / "state"
+    m = model(tmp_path)
+    emu = procs.emulator(state_dir=sd, split=False, model=m)
+    port = (sd / "port").read_text()
+    second = subprocess.run(
+        [PYTHON, "-m", "tools.cli", "emulator", "--state-dir", str(sd), "--pump-model", str(m)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert second.returncode != 0 and second.stdout == ""
+    assert f"state directory {sd} is in use by another emulator (pid {emu.proc.pid})" in second.stderr
+    assert (sd / "port").read_text() == port
+    assert advance(emu.sim, 1_000) == 1_000  # the first one is still serving
+    emu.signal(signal.SIGKILL)
+    emu.wait()
+    emu2 = procs.emulator(state_dir=sd, split=False, model=m)
+    assert (sd / "port").read_text() == emu2.host + "\n"
+    assert emu2.stop() == 0
+
+
 # ============================================================ sim-control
 
 
