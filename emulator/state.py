@@ -22,6 +22,11 @@ from protocol.auth import new_key
 from protocol.codes import Role
 from protocol.keyfile import ROLE_NAMES, dumps_keys
 
+# The controller firmware's NVM file in the state directory (firmware/board/filenvm.py
+# names it; the emulator does not import the firmware). Once it exists the firmware holds
+# the keys it was provisioned with.
+FIRMWARE_NVM = "firmware-nvm.bin"
+
 
 class StateError(RuntimeError):
     pass
@@ -101,6 +106,15 @@ class StateDir:
             pass
         except (KeyError, ValueError, TypeError) as e:
             raise StateError(f"{self.keys_file} is malformed ({e})") from None
+        nvm = self.path / FIRMWARE_NVM
+        if nvm.exists() and nvm.stat().st_size > 0:
+            # New keys would not be the ones the firmware keeps in its NVM: every command
+            # would fail authentication and count toward the lockout, with no hint why.
+            raise StateError(
+                f"{self.keys_file} is missing, but the firmware in {self.path} was provisioned with keys it keeps "
+                f"in {nvm.name}: put the keys.json it was provisioned from back, or re-provision the pump by "
+                f"moving {nvm.name} away (the firmware then starts as a new pump, its prescription and history gone)"
+            )
         keys = {role: new_key() for role in ROLE_NAMES}
         write_atomic(self.keys_file, dumps_keys(keys), mode=0o600)
         return keys

@@ -418,6 +418,32 @@ def test_a_second_emulator_on_a_state_directory_in_use_exits_at_once_naming_it_a
     assert emu2.stop() == 0
 
 
+def test_an_emulator_whose_keys_json_was_deleted_is_refused_not_given_new_keys(procs, tmp_path):
+    """The firmware keeps the keys it was provisioned with in its NVM: new ones in
+    keys.json would make every command fail authentication. The emulator refuses to
+    start and says how to re-provision; moving the NVM away does so."""
+    sd = tmp_path / "state"
+    m = model(tmp_path)
+    emu = procs.emulator(state_dir=sd, split=False, model=m, firmware=True)
+    ground_truth(emu.sim)
+    assert emu.stop() == 0
+    (sd / "keys.json").unlink()
+    again = subprocess.run(
+        [PYTHON, "-m", "tools.cli", "emulator", "--state-dir", str(sd), "--pump-model", str(m)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert again.returncode != 0 and again.stdout == "" and "Traceback" not in again.stderr
+    assert "keys.json is missing" in again.stderr and "firmware-nvm.bin" in again.stderr
+    assert not (sd / "keys.json").exists()
+    (sd / "firmware-nvm.bin").rename(tmp_path / "old-nvm.bin")
+    emu2 = procs.emulator(state_dir=sd, split=False, model=m, firmware=True)
+    assert ground_truth(emu2.sim).time_ms >= 0  # the new keys work
+    assert emu2.stop() == 0
+
+
 # ============================================================ sim-control
 
 

@@ -26,7 +26,8 @@ from emulator.noise import NoisyChannel
 from emulator.pump import PumpHardware, StrokeEvent
 from emulator.rig import InProcessPort, PtyPort
 from emulator.scripted import ScriptedController
-from emulator.state import StateDir, StateError
+from emulator.state import FIRMWARE_NVM, StateDir, StateError
+from firmware.board.filenvm import NVM_FILE
 from protocol import codec
 from protocol.codes import BeepPattern, Fault, MotorState, NakReason, ResetCause, Role, RunOutcome, WakeReason
 from protocol.codes import Link as WireLink
@@ -322,6 +323,26 @@ def test_state_dir_refuses_keys_readable_by_others(tmp_path):
         sd.keys()
     sd.keys_file.chmod(0o600)
     assert set(sd.keys()) == {Role.CLINICIAN, Role.PATIENT, Role.SIM}
+
+
+def test_state_dir_never_regenerates_keys_the_firmware_already_holds(tmp_path):
+    """A deleted keys.json was silently regenerated while the firmware kept the old keys
+    in its NVM: every command then failed authentication and counted toward the lockout,
+    with no hint why. Now it is refused, saying how to re-provision."""
+    sd = StateDir(tmp_path / "sd")
+    sd.keys()
+    (sd.path / FIRMWARE_NVM).write_bytes(b"\x00" * 64)
+    sd.keys_file.unlink()
+    with pytest.raises(StateError) as e:
+        sd.keys()
+    assert "keys.json is missing" in str(e.value) and f"moving {FIRMWARE_NVM} away" in str(e.value)
+    assert not sd.keys_file.exists()  # nothing regenerated
+    (sd.path / FIRMWARE_NVM).unlink()  # re-provisioned: a new pump
+    assert set(sd.keys()) == {Role.CLINICIAN, Role.PATIENT, Role.SIM}
+
+
+def test_the_emulator_and_the_firmware_name_the_same_nvm_file():
+    assert FIRMWARE_NVM == NVM_FILE
 
 
 def test_state_dir_pump_round_trip_and_refusals(tmp_path):
