@@ -345,17 +345,85 @@ def test_the_emulator_and_the_firmware_name_the_same_nvm_file():
     assert FIRMWARE_NVM == NVM_FILE
 
 
+def a_pump_state(tmp_path) -> dict:
+    """A real pump's state (emulator/pump.py to_state, rig.state) after some delivery."""
+    from tools.inprocess import LocalPump
+
+    pump = LocalPump(PumpModel(stroke_error_sd_ppm=0))
+    try:
+        return json.loads(json.dumps(pump.rig.state()))
+    finally:
+        pump.close()
+
+
 def test_state_dir_pump_round_trip_and_refusals(tmp_path):
     sd = StateDir(tmp_path / "sd")
     assert sd.load_pump() is None
-    sd.save_pump({"time_ms": 5})
-    assert sd.load_pump() == {"format": 1, "time_ms": 5}
+    state = a_pump_state(tmp_path)
+    sd.save_pump(state)
+    assert sd.load_pump() == state
+    doc = json.loads(sd.pump_file.read_text())
+    assert doc["format"] == 2 and len(doc["checksum"]) == 64
     sd.pump_file.write_text("{not json")
     with pytest.raises(StateError, match="unreadable"):
         sd.load_pump()
-    sd.pump_file.write_text(json.dumps({"format": 2}))
-    with pytest.raises(StateError, match="format 1"):
+    sd.pump_file.write_text(json.dumps({**state, "format": 1}))
+    with pytest.raises(StateError, match="format 2"):
         sd.load_pump()
+
+
+def resave(sd: StateDir, **changes) -> None:
+    """pump.json with changes and a checksum that matches them (a bad writer, not damage)."""
+    doc = json.loads(sd.pump_file.read_text())
+    body = {k: v for k, v in doc.items() if k not in ("format", "checksum")}
+    body.update(changes)
+    for k in [k for k, v in changes.items() if v is ...]:
+        del body[k]
+    sd.save_pump(body)
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"reservoir_nl": -1}, "reservoir_nl = -1 is outside 0.."),
+        ({"boot_count": "3"}, "boot_count must be a whole number"),
+        ({"time_ms": 1 << 64}, "time_ms = 18446744073709551616 is outside"),
+        ({"occluded": 1}, "occluded must be true or false"),
+        ({"catheter": [[0, 5]]}, "catheter[0] must be [nL > 0, fg >= 0]"),
+        ({"forced_mv": 70_000}, "forced_mv must be null or 0..65535"),
+        ({"colour": 1}, "unknown field 'colour'"),
+        ({"odometer_strokes": ...}, "field 'odometer_strokes' is missing"),
+    ],
+)
+def test_state_dir_refuses_a_pump_json_field_out_of_range_naming_it(tmp_path, changes, says):
+    """pump.json was partly validated: a negative reservoir loaded and killed the emulator
+    later, a string boot count gave a TypeError, a huge time overflowed POWER_ON."""
+    sd = StateDir(tmp_path / "sd")
+    sd.save_pump(a_pump_state(tmp_path))
+    resave(sd, **changes)
+    with pytest.raises(StateError) as e:
+        sd.load_pump()
+    assert says in str(e.value) and "pump.json" in str(e.value)
+
+
+def test_state_dir_refuses_a_damaged_pump_json_and_a_missing_one_beside_a_used_firmware(tmp_path):
+    """A flipped digit changed physical state silently; a deleted pump.json gave a
+    factory-fresh pump under a firmware that still said running."""
+    sd = StateDir(tmp_path / "sd")
+    sd.save_pump(a_pump_state(tmp_path))
+    text = sd.pump_file.read_text()
+    sd.pump_file.write_text(text.replace('"boot_count": 1', '"boot_count": 7'))
+    with pytest.raises(StateError, match="damaged"):
+        sd.load_pump()
+    sd.pump_file.unlink()
+    assert sd.load_pump() is None  # no firmware has run here: a new pump
+    (sd.path / FIRMWARE_NVM).write_bytes(b"\x00" * 64)
+    with pytest.raises(StateError, match=r"pump\.json is missing, but the firmware has run"):
+        sd.load_pump()
+
+
+def test_state_dir_malformed_keys_and_port_files(tmp_path):
+    sd = StateDir(tmp_path / "sd")
     sd.keys_file.write_text(json.dumps({"clinician": "00"}))
     sd.keys_file.chmod(0o600)
     with pytest.raises(StateError, match="malformed"):
