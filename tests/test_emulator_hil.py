@@ -392,6 +392,18 @@ def test_state_directory_survives_a_restart(procs, tmp_path, how):
     assert emu2.stop() == 0
 
 
+def start_emulator(sd: Path, m: Path) -> subprocess.CompletedProcess:
+    """`thecal emulator` on sd, expected to refuse at once (30 s bound: it would serve
+    forever otherwise)."""
+    return subprocess.run(
+        [PYTHON, "-m", "tools.cli", "emulator", "--state-dir", str(sd), "--pump-model", str(m)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def test_a_second_emulator_on_a_state_directory_in_use_exits_at_once_naming_it_and_the_holder(procs, tmp_path):
     """Two emulators on one directory raced on its files and overwrote each other's port
     file; now the second is refused at once, and the first goes on unharmed. A killed
@@ -400,13 +412,7 @@ def test_a_second_emulator_on_a_state_directory_in_use_exits_at_once_naming_it_a
     m = model(tmp_path)
     emu = procs.emulator(state_dir=sd, split=False, model=m)
     port = (sd / "port").read_text()
-    second = subprocess.run(
-        [PYTHON, "-m", "tools.cli", "emulator", "--state-dir", str(sd), "--pump-model", str(m)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    second = start_emulator(sd, m)
     assert second.returncode != 0 and second.stdout == ""
     assert f"state directory {sd} is in use by another emulator (pid {emu.proc.pid})" in second.stderr
     assert (sd / "port").read_text() == port
@@ -428,13 +434,7 @@ def test_an_emulator_whose_keys_json_was_deleted_is_refused_not_given_new_keys(p
     ground_truth(emu.sim)
     assert emu.stop() == 0
     (sd / "keys.json").unlink()
-    again = subprocess.run(
-        [PYTHON, "-m", "tools.cli", "emulator", "--state-dir", str(sd), "--pump-model", str(m)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    again = start_emulator(sd, m)
     assert again.returncode != 0 and again.stdout == "" and "Traceback" not in again.stderr
     assert "keys.json is missing" in again.stderr and "firmware-nvm.bin" in again.stderr
     assert not (sd / "keys.json").exists()

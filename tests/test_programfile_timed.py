@@ -8,32 +8,22 @@ from pathlib import Path
 import pytest
 
 from protocol.messages import TimedBolus
+from tests.test_programfile import GOOD as BASE
+from tests.test_programfile import write
 from tools.programfile import ProgramFileError, file_field, load_program, parse_program
 
 REPO = Path(__file__).resolve().parent.parent
 
-GOOD = """
-drug = "morphine"
-concentration = "5 mg/mL"
-
-[[basal]]
-start = "00:00"
-rate = "1 mg/day"
-
-[[timed_bolus]]
+# The plain therapy file of tests/test_programfile.py with one timed bolus.
+GOOD = BASE.replace(
+    "[limits]",
+    """[[timed_bolus]]
 start = "08:00"
 dose = "0.25 mg"
 duration = "15min"
 
-[limits]
-max_dose_24h = "3 mg"
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "therapy.toml"
-    p.write_text(text)
-    return p
+[limits]""",
+)
 
 
 def test_timed_boluses_are_read_in_file_order_with_units():
