@@ -20,22 +20,41 @@ class Timer:
     action: Callable[[], None] = field(compare=False)
     name: str = field(compare=False, default="")
     cancelled: bool = field(compare=False, default=False)
+    # The scheduler while the timer waits in its queue (None once run or cancelled): a
+    # cancelled timer stays queued until it is dropped, and the scheduler counts them.
+    owner: Scheduler | None = field(compare=False, default=None, repr=False)
 
     def cancel(self) -> None:
         self.cancelled = True
+        if self.owner is not None:
+            self.owner._dead += 1
+            self.owner = None
+
+
+# A cancelled timer stays in the heap until it reaches the top (cancelling costs O(1)).
+# Most never do: each SLEEP_UNTIL replaces the wake timer, so a host flooding requests
+# while time stands still (lockstep) would pile up cancelled wakes without bound. The
+# heap is rebuilt without them once they outnumber the live ones (and this floor).
+COMPACT_FLOOR = 256
 
 
 class Scheduler:
-    """A deterministic event queue: ties at the same millisecond run in the order scheduled."""
+    """A deterministic event queue: ties at the same millisecond run in the order
+    scheduled. Its memory is bounded by the timers pending, not by those ever cancelled."""
 
     def __init__(self, now_ms: int = 0) -> None:
         self.now_ms = now_ms
         self._heap: list[Timer] = []
         self._order = itertools.count()
         self.events_run = 0
+        self._dead = 0  # cancelled timers still in the heap
 
     def at(self, at_ms: int, action: Callable[[], None], name: str = "") -> Timer:
-        t = Timer(max(at_ms, self.now_ms), next(self._order), action, name)
+        t = Timer(max(at_ms, self.now_ms), next(self._order), action, name, False, self)
+        if self._dead > COMPACT_FLOOR and 2 * self._dead > len(self._heap):
+            self._heap = [x for x in self._heap if not x.cancelled]
+            heapq.heapify(self._heap)  # (at_ms, order) keys: the same order of ties as before
+            self._dead = 0
         heapq.heappush(self._heap, t)
         return t
 
@@ -43,7 +62,12 @@ class Scheduler:
         heap = self._heap
         while heap and heap[0].cancelled:
             heapq.heappop(heap)
+            self._dead -= 1
         return heap[0].at_ms if heap else None
+
+    def queued(self) -> int:
+        """Timers in the queue, cancelled ones not yet dropped included (its memory)."""
+        return len(self._heap)
 
     def run_next(self, limit_ms: int) -> bool:
         """Run the earliest event due at or before limit_ms; False if there is none."""
@@ -51,6 +75,7 @@ class Scheduler:
         if due is None or due > limit_ms:
             return False
         t = heapq.heappop(self._heap)
+        t.owner = None  # out of the queue: cancelling it now leaves nothing behind
         self.now_ms = t.at_ms
         self.events_run += 1
         t.action()
