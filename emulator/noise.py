@@ -27,7 +27,9 @@ class NoisyChannel:
     def __init__(self) -> None:
         self.settings: dict[Fault, NoiseSetting] = {}
         self.rng = random.Random(0)
-        self._held: list[tuple[int, bytes]] = []  # (release at ms, bytes) for LINK_DELAY
+        # (release at ms, bytes, tag) for LINK_DELAY; the tag says whose bytes they are (on
+        # the host link, which client's), so held bytes are released to their owner.
+        self._held: list[tuple[int, bytes, object]] = []
         self.counts = dict.fromkeys((f.name.lower() for f in NOISE_FAULTS), 0)
 
     @property
@@ -41,7 +43,7 @@ class NoisyChannel:
     def clear(self, fault: Fault) -> None:
         self.settings.pop(fault, None)
 
-    def apply(self, data: bytes, now_ms: int) -> bytes:
+    def apply(self, data: bytes, now_ms: int, tag: object = None) -> bytes:
         if not self.settings:
             return self.release(now_ms) + data if self._held else data
         rnd = self.rng.random
@@ -61,7 +63,7 @@ class NoisyChannel:
             if delay_p and rnd() < delay_p:
                 # Hold this byte and everything after it in this write: order is kept.
                 rest = bytes([b]) + data[i + 1 :]
-                self._held.append((now_ms + delay.value, rest))
+                self._held.append((now_ms + delay.value, rest, tag))
                 self.counts["link_delay"] += 1
                 break
             out.append(b)
@@ -71,17 +73,21 @@ class NoisyChannel:
         return self.release(now_ms) + bytes(out)
 
     def release(self, now_ms: int) -> bytes:
-        """Delayed bytes whose time has come."""
+        """Delayed bytes whose time has come (whatever their tags)."""
+        return b"".join(d for _, d in self.release_tagged(now_ms))
+
+    def release_tagged(self, now_ms: int) -> list[tuple[object, bytes]]:
+        """Delayed bytes whose time has come, each with the tag it was held with, in order."""
         if not self._held:
-            return b""
-        ready = b"".join(d for t, d in self._held if t <= now_ms)
-        self._held = [(t, d) for t, d in self._held if t > now_ms]
+            return []
+        ready = [(tag, d) for t, d, tag in self._held if t <= now_ms]
+        self._held = [h for h in self._held if h[0] > now_ms]
         return ready
 
     def next_release_ms(self) -> int | None:
         if not self._held:  # (asked at every event: most of the time nothing is held)
             return None
-        return min(t for t, _ in self._held)
+        return min(h[0] for h in self._held)
 
     def _p(self, fault: Fault) -> float:
         s = self.settings.get(fault)

@@ -69,6 +69,8 @@ from .pump import PumpHardware
 # rig then waits this long for an idle report instead of declaring the controller lost.
 NOISY_IDLE_WAIT_S = 0.05
 SIM_RANGE = next((lo, hi) for lo, hi, fam in FAMILY_RANGES if fam is MessageFamily.SIM_REQUEST)
+EVENT_RANGE = next((lo, hi) for lo, hi, fam in FAMILY_RANGES if fam is MessageFamily.HOST_EVENT)
+ASKED_MAX = 1024  # relayed requests remembered for routing a late answer (oldest forgotten)
 TONE_PAGE = 32
 MAX_CATHETER_NL = 2_000_000  # far beyond any implanted catheter
 
@@ -159,16 +161,25 @@ class Rig:
         host_write: Callable[[bytes], None] | None = None,
         idle_timeout_s: float = 2.0,
         wall_ms: Callable[[], int] | None = None,
+        host_send: Callable[[bytes, int | None], None] | None = None,
     ) -> None:
+        """host_write takes every byte for the host (one client); host_send, when given,
+        takes them with their destination instead: the client that asked (the `client`
+        given to host_bytes), or None for every client (events, answers nobody owns)."""
         state = state or {}
         self.hw = PumpHardware(model, state, seed, on_host_tx=self._from_controller_to_host, reset_hook=self._reset)
         self.port = port
         self.capture = capture or Capture(None)
         self.host_write = host_write or (lambda data: None)
+        self.host_send = host_send or (lambda data, client: self.host_write(data))
         self.idle_timeout_s = idle_timeout_s
         self.wall_ms = wall_ms or (lambda: 0)
         self.pump_rx = codec.MessageDecoder(PUMP_LINK_TYPES)
-        self.host_rx = FrameDecoder(None)  # any type: the controller judges what it does not know
+        # One decoder per host client (their bytes must not mix); any type: the controller
+        # judges what it does not know.
+        self._host_rx: dict[int, FrameDecoder] = {}
+        self._serving: tuple[int, int] | None = None  # (client, seq) of the frame being handled
+        self._asked: dict[int, int] = {}  # seq of a relayed request -> its client, until answered
         self.sim_auth = FrameVerifier({Role.SIM: keys[Role.SIM]}, {Role.SIM: state.get("sim_counter", 0)})
         self.noise = {(link, way): NoisyChannel() for link in (Link.HOST, Link.PUMP) for way in ("in", "out")}
         self.speed_milli = 0  # 0 = lockstep
@@ -311,29 +322,63 @@ class Rig:
 
     # ------------------------------------------------------------ the host link
 
-    def host_bytes(self, data: bytes, noisy: bool = True) -> None:
-        """Bytes from the host port."""
+    def host_bytes(self, data: bytes, client: int = 0, noisy: bool = True) -> None:
+        """Bytes from a host client (0: the pty)."""
         if noisy:  # bytes released after a LINK_DELAY have had their noise already
-            data = self.noise[(Link.HOST, "in")].apply(data, self.wall_ms())
-        for item in self.host_rx.feed(data):
+            ch = self.noise[(Link.HOST, "in")]
+            if ch.active:
+                for owner, late in ch.release_tagged(self.wall_ms()):
+                    self._host_frames(late, owner)  # type: ignore[arg-type]
+                data = ch.apply(data, self.wall_ms(), client)
+        self._host_frames(data, client)
+
+    def forget_client(self, client: int) -> None:
+        """A host client went away: its half-received frame and its open questions go."""
+        self._host_rx.pop(client, None)
+        for seq in [s for s, c in self._asked.items() if c == client]:
+            del self._asked[seq]
+
+    def _host_frames(self, data: bytes, client: int) -> None:
+        rx = self._host_rx.get(client)
+        if rx is None:
+            rx = self._host_rx[client] = FrameDecoder(None)
+        for item in rx.feed(data):
             if type(item) is FrameError:
                 if item.kind is FrameErrorKind.BAD_LENGTH and item.msg_type is not None:
                     # Intact but malformed: its header is trustworthy, so it gets its NAK.
-                    self._nak(item.msg_type, item.seq, NakReason.BAD_LENGTH, "", "frame length does not match header")
+                    self._serving = (client, item.seq)
+                    try:
+                        self._nak(
+                            item.msg_type, item.seq, NakReason.BAD_LENGTH, "", "frame length does not match header"
+                        )
+                    finally:
+                        self._serving = None
                 continue
-            frame: Frame = item
-            if self.capture.path is not None:
-                self.capture.frame(CapLink.HOST, Direction.HOST_TO_PUMP, self.hw.now_ms, frame_body(frame))
-            if SIM_RANGE[0] <= frame.msg_type <= SIM_RANGE[1]:
-                self._sim(frame)  # answered here, never relayed
-            elif self.hw.controller_powered:
-                body = frame_body(frame)
-                if len(body) > HOST_MAX_BODY:
-                    # Intact but too long for a HOST_RX relay: the pump cannot pass it on.
-                    self._nak(frame.msg_type, frame.seq, NakReason.BAD_LENGTH, "", "frame too long to relay")
-                    continue
-                self.hw._send(HostRx(time_ms=self.hw.now_ms, frame=body))
-                self.exchange()
+            self._serving = (client, item.seq)
+            try:
+                self._host_frame(item, client)
+            finally:
+                self._serving = None
+
+    def _host_frame(self, frame: Frame, client: int) -> None:
+        if self.capture.path is not None:
+            self.capture.frame(CapLink.HOST, Direction.HOST_TO_PUMP, self.hw.now_ms, frame_body(frame))
+        if SIM_RANGE[0] <= frame.msg_type <= SIM_RANGE[1]:
+            self._sim(frame)  # answered here, never relayed
+        elif self.hw.controller_powered:
+            body = frame_body(frame)
+            if len(body) > HOST_MAX_BODY:
+                # Intact but too long for a HOST_RX relay: the pump cannot pass it on.
+                self._nak(frame.msg_type, frame.seq, NakReason.BAD_LENGTH, "", "frame too long to relay")
+                return
+            # An answer that comes later (a delayed link, a slow controller) still finds
+            # its way back to this client by its seq.
+            self._asked.pop(frame.seq, None)
+            self._asked[frame.seq] = client
+            if len(self._asked) > ASKED_MAX:
+                del self._asked[next(iter(self._asked))]
+            self.hw._send(HostRx(time_ms=self.hw.now_ms, frame=body))
+            self.exchange()
 
     def next_host_release_wall_ms(self) -> int | None:
         """Wall-clock ms when delayed host-link bytes fall due (the server waits for it)."""
@@ -341,17 +386,41 @@ class Rig:
         return min((t for c in ch if (t := c.next_release_ms()) is not None), default=None)
 
     def release_host_noise(self) -> None:
-        late = self.noise[(Link.HOST, "out")].release(self.wall_ms())
-        if late:
-            self.host_write(late)
-        back = self.noise[(Link.HOST, "in")].release(self.wall_ms())
-        if back:
-            self.host_bytes(back, noisy=False)
+        now = self.wall_ms()
+        for dest, late in self.noise[(Link.HOST, "out")].release_tagged(now):
+            self.host_send(late, dest)  # type: ignore[arg-type]
+        for owner, back in self.noise[(Link.HOST, "in")].release_tagged(now):
+            self._host_frames(back, owner)  # type: ignore[arg-type]
 
     def _from_controller_to_host(self, body: bytes) -> None:
         if self.capture.path is not None:
             self.capture.frame(CapLink.HOST, Direction.PUMP_TO_HOST, self.hw.now_ms, body)
-        self.host_write(self.noise[(Link.HOST, "out")].apply(wrap_body(body), self.wall_ms()))
+        dest = self._destination(body)
+        ch = self.noise[(Link.HOST, "out")]
+        if not ch.active:
+            self.host_send(wrap_body(body), dest)
+            return
+        now = self.wall_ms()
+        for owner, late in ch.release_tagged(now):
+            self.host_send(late, owner)  # type: ignore[arg-type]
+        wire = ch.apply(wrap_body(body), now, dest)
+        if wire:
+            self.host_send(wire, dest)
+
+    def _destination(self, body: bytes) -> int | None:
+        """Whose this frame from the pump is: an answer goes to the client that asked (the
+        frame being handled, else the one that sent a request with this seq); an event,
+        or an answer nobody is waiting for, to every client."""
+        msg_type, seq = body[1], body[3] | body[4] << 8
+        if EVENT_RANGE[0] <= msg_type <= EVENT_RANGE[1]:
+            return None
+        serving = self._serving
+        if serving is not None and serving[1] == seq:
+            return serving[0]
+        client = self._asked.pop(seq, None)
+        if client is not None:
+            return client
+        return serving[0] if serving is not None else None
 
     def _reply(self, msg: Message, seq: int) -> None:
         body = codec.encode_to_body(msg, seq)

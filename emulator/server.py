@@ -22,6 +22,7 @@ from protocol.codes import Role
 
 from .capture import Capture
 from .clock import RealtimeClock
+from .hostlink import SOCKET_NAME, HostEndpoints
 from .model import load_model
 from .pump import DEFAULT_RTC_EPOCH_S
 from .rig import Controller, InProcessPort, PtyPort, Rig
@@ -91,7 +92,6 @@ class Emulator:
         self.model = load_model(opts.pump_model)
         self.keys = self.state_dir.keys()
         self._stop = False
-        self.host_dropped = 0
 
     def _controller_factory(self) -> Callable[[], Controller]:
         """A fresh in-process controller per (re)start: the scripted one, or the firmware
@@ -104,16 +104,8 @@ class Emulator:
             raise ValueError("no firmware to run in-process: give one, use --split, or a scripted controller")
         return o.firmware(self.state_dir.path, self.keys)
 
-    def _host_write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self.host_master, view) :]
-            except BlockingIOError:
-                self.host_dropped += len(view)  # nobody reading the port: the line drops it
-                return
-            except OSError:
-                return
+    def _report(self, line: str) -> None:
+        print(f"thecal emulator: {line}", file=sys.stderr, flush=True)
 
     def _signal(self, signum, frame) -> None:
         self._stop = True
@@ -123,6 +115,7 @@ class Emulator:
         state = self.state_dir.load_pump()
         rtc_epoch = parse_start(o.start) if o.start != DEFAULT_START else DEFAULT_RTC_EPOCH_S
         self.host_master, self.host_slave, host_path = open_pty()
+        self.host = HostEndpoints(self.host_master, self.state_dir.path / SOCKET_NAME, self._report)
         pump_path = None
         if o.split:
             self.pump_master, self.pump_slave, pump_path = open_pty()
@@ -144,7 +137,7 @@ class Emulator:
             state=state,
             seed=o.seed,
             capture=self.capture,
-            host_write=self._host_write,
+            host_send=self.host.send,
             idle_timeout_s=o.idle_timeout_s,
             wall_ms=lambda: time.monotonic_ns() // 1_000_000,
         )
@@ -163,6 +156,7 @@ class Emulator:
         finally:
             self.save()
             self.capture.close()
+            self.host.close()
             self.state_dir.clear_ports(advertised)
         return 0
 
@@ -174,8 +168,9 @@ class Emulator:
         rig = self.rig
         stdin = sys.stdin.fileno() if self.opts.exit_on_stdin_eof else None
         clock: RealtimeClock | None = None  # realtime: simulated time follows the wall clock
+        host = self.host
         while not self._stop:
-            fds = [self.host_master]
+            fds = host.read_fds()
             if self.pump_master is not None:
                 fds.append(self.pump_master)
             if stdin is not None:
@@ -190,20 +185,25 @@ class Emulator:
             if host_due is not None:
                 timeout = min(timeout, max(0.0, (host_due - time.monotonic_ns() // 1_000_000) / 1000))
             try:
-                ready, _, _ = select.select(fds, [], [], timeout)
+                ready, writable, _ = select.select(fds, host.write_fds(), [], timeout)
             except InterruptedError:
                 continue
             if stdin is not None and stdin in ready and not os.read(stdin, 4096):
                 return
-            if self.host_master in ready:
-                data = self._read(self.host_master)
-                if data:
+            for fd in writable:
+                host.writable(fd)
+            for fd in ready:
+                got = host.readable(fd) if fd != self.pump_master and fd != stdin else None
+                if got:
+                    client, data = got
                     counter = rig.sim_auth.last_counters.get(Role.SIM)
-                    rig.host_bytes(data)
+                    rig.host_bytes(data, client)
                     if rig.sim_auth.last_counters.get(Role.SIM) != counter:
                         # An accepted sim-control frame: persist its counter (and what it
                         # changed) now, so a frame captured before a crash cannot be replayed.
                         self.save()
+            for client in host.take_gone():
+                rig.forget_client(client)
             if self.pump_master is not None and self.pump_master in ready:
                 data = self._read(self.pump_master)
                 if data:

@@ -56,6 +56,13 @@ def test_roles(thecal_pump, thecal_clinician, thecal_patient, thecal_sim):
     thecal_sim.advance(86_400_000)
     assert 900_000 <= thecal_sim.ground_truth().delivered_ng <= 1_100_000
 
+def test_attach(thecal_pump):
+    watcher = thecal_pump.attach()  # another program, on the emulator's host socket
+    thecal_pump.record_fill()  # through the main client: stopped -> refill -> stopped
+    seen = [e.new_state.name for e in watcher.iter_events(2.0) if type(e).__name__ == "TherapyStateChanged"]
+    assert seen[-2:] == ["REFILL", "STOPPED"]
+    assert watcher.status().reservoir_nl == thecal_pump.truth().reservoir_nl
+
 @pytest.mark.thecal_model(reservoir_capacity_ul=40_000, initial_fill_ul=30_000)
 @pytest.mark.thecal_seed(5)
 def test_the_model_marker(thecal_pump):
@@ -126,7 +133,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_the_fixtures(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_outside=FIXTURE_TESTS)
     result = run(pytester, "-q")
-    result.assert_outcomes(passed=5, errors=1)
+    result.assert_outcomes(passed=6, errors=1)
     # A figure the pump model does not know is the test's error, named, without a traceback.
     result.stdout.fnmatch_lines(["*ERROR at setup of test_a_bad_model_figure*"])
     result.stdout.fnmatch_lines(["*@pytest.mark.thecal_model: pump model: unknown key 'no_such_figure'*"])
@@ -169,7 +176,7 @@ def test_under_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_outside=FIXTURE_TESTS.replace("@pytest.mark.thecal_model(no_such_figure=1)\n", ""))
     result = pytester.runpytest_subprocess(*INNER, "-p", "xdist", "-n", "2")
     # Two workers, each starting pumps in its own tmp_path: all six pass, none collide.
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
 
 
 def test_scenario_files_are_collected_and_a_failure_names_step_time_expected_and_actual(

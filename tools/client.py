@@ -87,6 +87,7 @@ from protocol.messages import (
     Tone,
 )
 from protocol.schema import family_of
+from tools.hostport import open_port, socket_of
 
 DEFAULT_TIMEOUT_S = 5.0
 ADVANCE_WALL_S_PER_DAY = 20.0  # wall time allowed per simulated day of SIM_ADVANCE, on top of the timeout
@@ -159,12 +160,19 @@ class WallClockSigner(FrameSigner):
 
 
 def port_of(state_dir: str | Path) -> str:
-    """The host port an emulator advertised in its state directory."""
+    """Where to reach the emulator running on state_dir: its host socket, which several
+    programs may share, or else the pty it advertised in `port`."""
     d = Path(state_dir)
+    sock = socket_of(d)
+    if sock is not None:
+        return str(sock)
     try:
         return (d / "port").read_text().strip()
     except FileNotFoundError:
-        raise NoAnswer(f"no emulator has written {d / 'port'}") from None
+        raise NoAnswer(
+            f"no emulator is running on {d} (no {d / 'port'}): start one with `thecal emulator --state-dir {d}`, "
+            "or give --port"
+        ) from None
 
 
 class Client:
@@ -184,7 +192,7 @@ class Client:
         self.timeout_s = timeout_s
         self._signers = {r: WallClockSigner(r, k) for r, k in keys.items()}
         try:
-            self.ser = serial.Serial(port, timeout=0.05)
+            self.ser = open_port(port)
         except (serial.SerialException, OSError, ValueError) as e:
             raise PortLost(f"cannot open {port}: {e}") from None
         if flush:

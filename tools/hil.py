@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.capture import Link as CapLink
+from emulator.hostlink import SOCKET_NAME
 from emulator.model import PumpModel
 from protocol.codes import MotorState, Role
 from protocol.messages import SimGroundTruthAck
@@ -246,6 +247,19 @@ class Pump:
         self.patient = RoleClient(client, Role.PATIENT)
         self.sim = client
         self.stopped = False
+        self._attached: list[Client] = []
+
+    def attach(self, role: Role = Role.CLINICIAN) -> Client:
+        """Another host program on this pump, on the emulator's host socket: it gets the
+        answers to its own requests and every event, beside `client` (closed with the pump)."""
+        c = Client(
+            str(self.files.state_dir / SOCKET_NAME),
+            load_keys(self.files.state_dir / "keys.json"),
+            role,
+            timeout_s=CLIENT_TIMEOUT_S,
+        )
+        self._attached.append(c)
+        return c
 
     @property
     def state_dir(self) -> Path:
@@ -320,7 +334,7 @@ class Pump:
         if self.stopped:
             return {}
         self.stopped = True
-        self.client.close()
+        self._close_clients()
         codes: dict[str, int | None] = {}
         # The firmware first: with the emulator (and its pty) gone, it would be writing
         # into a dead link. In lockstep no time passes while it is away.
@@ -330,10 +344,16 @@ class Pump:
         self.close()
         return codes
 
+    def _close_clients(self) -> None:
+        self.client.close()
+        for c in self._attached:
+            c.close()
+        self._attached.clear()
+
     def close(self) -> None:
         """Kill every process group of the pump at once (no clean stop). Idempotent."""
         self.stopped = True
-        self.client.close()
+        self._close_clients()
         for p in self.processes():
             p.kill_group()
 
