@@ -246,7 +246,13 @@ def bench_firmware(days: int = 30, seed: int = 1, split: bool = False, nvm: str 
 
 
 def run_bench(
-    what: str, seconds: float = 1.0, repeats: int = 5, days: int = 30, split: bool = False, nvm: str = "file"
+    what: str,
+    seconds: float = 1.0,
+    repeats: int = 5,
+    days: int = 30,
+    split: bool = False,
+    nvm: str = "file",
+    frames: int = 600_000,
 ) -> dict[str, Any]:
     if what == "firmware":
         return bench_firmware(days, split=split, nvm=nvm)
@@ -258,6 +264,10 @@ def run_bench(
         return bench_codec(seconds, repeats)
     if what == "emulator":
         return bench_emulator(days)
+    if what == "flood":
+        from tools.bench_flood import bench_flood
+
+        return bench_flood(frames)
     raise ValueError(f"unknown benchmark {what!r}")
 
 

@@ -152,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--since", type=int, default=0, metavar="SEQ", help="first sequence number wanted")
     log.add_argument("--limit", type=int, metavar="N", help="at most N entries")
 
+    evs = pump_cmd(sub, "events", "print the pump's events as they come (alarms, state changes, boluses)")
+    evs.add_argument("--follow", action="store_true", help="keep printing until interrupted or the emulator exits")
+    evs.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    evs.add_argument(
+        "--wait",
+        type=DURATION_S,
+        default=10,
+        metavar="DURATION",
+        help="without --follow: stop after this long with no event (default 10s)",
+    )
+
     # ---------------------------------------------------------------- the simulator
     sim = pump_cmd(sub, "sim", "simulation control (signed with the sim key)")
     ssub = sim.add_subparsers(dest="sim_action", required=True, parser_class=_Parser, metavar="ACTION")
@@ -234,8 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks; print JSON", parents=[jp])
     bench.add_argument(
-        "what", choices=["codec", "emulator", "firmware", "latency", "all"], help="what to measure (all: everything)"
+        "what",
+        choices=["codec", "emulator", "firmware", "latency", "flood", "all"],
+        help="what to measure (all: everything but flood)",
     )
+    bench.add_argument("--frames", type=int, default=600_000, help="flood: frames on each of two non-reading clients")
     bench.add_argument("--days", type=int, default=30, help="simulated days (emulator)")
     bench.add_argument("--seconds", type=float, default=1.0, help="approximate time per measurement")
     bench.add_argument("--repeats", type=int, default=5, help="repeats; the best is reported")
@@ -291,7 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench import run_bench
 
         result = run_bench(
-            args.what, seconds=args.seconds, repeats=args.repeats, days=args.days, split=args.split, nvm=args.nvm
+            args.what,
+            seconds=args.seconds,
+            repeats=args.repeats,
+            days=args.days,
+            split=args.split,
+            nvm=args.nvm,
+            frames=args.frames,
         )
         print(json.dumps(result, indent=None if args.json else 2))
         return EXIT_OK
@@ -329,7 +349,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         from protocol.spec import main as spec_main
 
         return spec_main(write=args.write, check=args.check)
+    if cmd == "events":
+        return _events(args)
     return _pump_command(args)
+
+
+def _events(args: argparse.Namespace) -> int:
+    """JSON lines with --json (one event a line), not one object: a stream has no end."""
+    from tools.client import ClientError, PortLost
+    from tools.events import follow
+
+    if args.count is not None and args.count < 1:
+        return _fail(args, "events", f"--count must be at least 1, not {args.count}", EXIT_USAGE, {"usage_error": True})
+    try:
+        with _connect(args) as client:
+            follow(
+                client,
+                lambda line: print(line, flush=True),
+                args.json,
+                args.follow,
+                args.count,
+                args.wait,
+            )
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except PortLost as e:
+        if args.follow:
+            print(f"thecal events: the emulator went away ({e})", file=sys.stderr)
+            return EXIT_OK
+        return _fail(args, "events", str(e), EXIT_NO_ANSWER, {})
+    except ClientError as e:
+        return _fail(args, "events", str(e), EXIT_NO_ANSWER, {})
+    return EXIT_OK
 
 
 def _emulator(args: argparse.Namespace) -> int:
