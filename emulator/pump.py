@@ -150,6 +150,7 @@ class PumpHardware:
         self.motor_state = MotorState.IDLE
         self.stall_fault = False
         self.stroke_fault_ppm = 0
+        self.runs_held: str | None = None  # why new motor runs are refused (emulator/rig.py storage_fault)
         self.controller_busy = False  # sent something, no SLEEP_UNTIL since
         self.controller_powered = False
         self._volume_rem = 0  # sub-nL stroke volume carried from one stroke to the next (of 1e6)
@@ -399,9 +400,10 @@ class PumpHardware:
         m = self.model
         if self.run is not None:
             self._end_run(RunOutcome.STOPPED)
-        if not 1 <= msg.strokes <= m.max_strokes_per_run or msg.interval_ms < m.min_stroke_interval_ms:
+        held = self.runs_held
+        if held or not 1 <= msg.strokes <= m.max_strokes_per_run or msg.interval_ms < m.min_stroke_interval_ms:
             # Hardware limits are enforced here whatever the controller asks.
-            self.record("run_refused", f"{msg.strokes} strokes every {msg.interval_ms} ms")
+            self.record("run_refused", held or f"{msg.strokes} strokes every {msg.interval_ms} ms")
             self._send(self._progress(msg.run_id, 0, RunOutcome.REFUSED))
             return
         self.run = Run(msg.run_id, msg.strokes, msg.interval_ms)

@@ -11,6 +11,12 @@ time is treated as silent: the hardware goes on, and its watchdog stops the moto
 still listened to (without waiting), so a controller that comes back is heard again.
 While noise is injected on the pump link, a frame may be lost and never answered: the
 rig then waits only briefly for the idle report and does not count the controller lost.
+
+Durability: with a journal (emulator/journal.py) the physical state is checkpointed
+before anything leaves the hardware (to the controller or to the host) and at the end of
+each advance, so what anyone was told the hardware did survives a kill of the process.
+While the emulator cannot write its state (`storage_fault`) every host request is
+refused as BUSY, naming the condition, and the hardware refuses new motor runs.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from protocol.schema import FAMILY_RANGES, MessageFamily
 from .capture import Capture, Direction
 from .capture import Link as CapLink
 from .fluid import FG_PER_NG
+from .journal import Journal
 from .model import PumpModel
 from .noise import NOISE_FAULTS, NoisyChannel
 from .pump import PumpHardware
@@ -162,6 +169,7 @@ class Rig:
         idle_timeout_s: float = 2.0,
         wall_ms: Callable[[], int] | None = None,
         host_send: Callable[[bytes, int | None], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         """host_write takes every byte for the host (one client); host_send, when given,
         takes them with their destination instead: the client that asked (the `client`
@@ -186,6 +194,9 @@ class Rig:
         self.responsive = True  # False once the controller has failed to report idle
         self._pump_seq = 0
         self.host_naks = 0
+        self.journal = journal
+        self._checkpointed: tuple | None = None  # what the last checkpoint was taken at
+        self._storage_fault: str | None = None
 
     # ------------------------------------------------------------ state
 
@@ -195,6 +206,39 @@ class Rig:
     @property
     def now_ms(self) -> int:
         return self.hw.now_ms
+
+    def checkpoint(self, force: bool = False) -> None:
+        """Commit the physical state to the journal, unless nothing has moved since the
+        last commit. Called before anything leaves the hardware, so no controller or host
+        is ever told of a state that a kill of this process could take back. The test is
+        cheap and complete: between two sim-control frames (which change the sim counter)
+        the state changes only with time, a stroke, a tone, a power-on or the motor's state."""
+        journal = self.journal
+        if journal is None:
+            return
+        hw = self.hw
+        key = (
+            hw.sched.now_ms,
+            hw.odometer,
+            hw.beeper.total,
+            hw.boot_count,
+            hw.motor_state,
+            self.sim_auth.last_counters[Role.SIM],
+        )
+        if key != self._checkpointed or force:
+            self._checkpointed = key
+            journal.commit_hardware(hw, key[5])
+
+    @property
+    def storage_fault(self) -> str | None:
+        """Why the emulator cannot write its state now (None: it can)."""
+        return self._storage_fault
+
+    @storage_fault.setter
+    def storage_fault(self, condition: str | None) -> None:
+        # The hardware refuses new motor runs while it holds: a run in progress ends at
+        # its bound, and no delivery happens that the state on disk could not follow.
+        self._storage_fault = self.hw.runs_held = condition
 
     # ------------------------------------------------------------ the pump link
 
@@ -225,6 +269,7 @@ class Rig:
                 wire = b"".join(self._encode_pump(m) for m in msgs)
                 wire = self.noise[(Link.PUMP, "out")].apply(wire, hw.now_ms)
                 if wire:  # (LINK_DELAY may have held all of it back)
+                    self.checkpoint()
                     self.port.write(wire)
                     # Busy from the moment it is written: a SLEEP_UNTIL handled before
                     # these messages went out (same batch) is not the answer to them.
@@ -293,6 +338,7 @@ class Rig:
         self.hw.advance_idle(target)
         self._release_noise()
         self.exchange()
+        self.checkpoint()
         return self.hw.now_ms
 
     def run_until(self, sim_ms: int) -> None:
@@ -302,6 +348,7 @@ class Rig:
         self.hw.advance_idle(sim_ms)
         self._release_noise()
         self.exchange()
+        self.checkpoint()
 
     def next_due_ms(self) -> int | None:
         times = [t for t in (self.hw.sched.next_due_ms(), self._next_noise_release()) if t is not None]
@@ -314,6 +361,7 @@ class Rig:
     def _release_noise(self) -> None:
         out = self.noise[(Link.PUMP, "out")].release(self.hw.now_ms)
         if out:
+            self.checkpoint()
             self.port.write(out)
             self.hw.controller_busy = True  # it may answer what was held back
         back = self.noise[(Link.PUMP, "in")].release(self.hw.now_ms)
@@ -363,6 +411,9 @@ class Rig:
     def _host_frame(self, frame: Frame, client: int) -> None:
         if self.capture.path is not None:
             self.capture.frame(CapLink.HOST, Direction.HOST_TO_PUMP, self.hw.now_ms, frame_body(frame))
+        if self._storage_fault is not None:  # the one place: every request, sim-control too
+            self._nak(frame.msg_type, frame.seq, NakReason.BUSY, "", f"storage fault: {self._storage_fault}")
+            return
         if SIM_RANGE[0] <= frame.msg_type <= SIM_RANGE[1]:
             self._sim(frame)  # answered here, never relayed
         elif self.hw.controller_powered:
@@ -393,6 +444,7 @@ class Rig:
             self._host_frames(back, owner)  # type: ignore[arg-type]
 
     def _from_controller_to_host(self, body: bytes) -> None:
+        self.checkpoint()  # the host is told nothing a kill could take back
         if self.capture.path is not None:
             self.capture.frame(CapLink.HOST, Direction.PUMP_TO_HOST, self.hw.now_ms, body)
         dest = self._destination(body)

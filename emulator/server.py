@@ -2,6 +2,13 @@
 
 Everything that touches the operating system lives here; emulator/rig.py decides what
 the bytes mean. The first line on stdout is `READY <host-port> [<pump-link-port>]`.
+
+A state directory that cannot be written at start (read-only, full) ends the emulator at
+once with one line saying so. Once running, a write the filesystem refuses (pump.json,
+the capture) never ends it: the condition is reported on stderr when it starts and when
+it clears, the rig refuses host requests and new motor runs while it holds, the
+checkpoint (preallocated) goes on recording the hardware, and pump.json is retried at
+each periodic save.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from protocol.codes import Role
 from .capture import Capture
 from .clock import RealtimeClock
 from .hostlink import SOCKET_NAME, HostEndpoints
+from .journal import CHECKPOINT_FILE, Journal, load_state
 from .model import load_model
 from .pump import DEFAULT_RTC_EPOCH_S
 from .rig import Controller, InProcessPort, PtyPort, Rig
 from .scripted import Action, ScriptedController
-from .state import StateDir
+from .state import StateDir, StateError, advice, cannot_write
 
 DEFAULT_START = "2026-01-01T00:00:00"
 SAVE_EVERY_S = 1.0
@@ -92,6 +100,28 @@ class Emulator:
         self.model = load_model(opts.pump_model)
         self.keys = self.state_dir.keys()
         self._stop = False
+        self.faults: dict[Path, str] = {}  # files that cannot be written now -> why
+        self._running = False  # a fault before therapy starts ends the emulator instead
+
+    def _fault(self, path: Path, e: OSError | None) -> None:
+        """Record whether `path` could be written (e None: it could). Said on stderr once
+        when it starts and once when it clears; the rig refuses requests and new motor runs
+        while any file cannot be written."""
+        if e is None:
+            if self.faults.pop(path, None) is not None:
+                self._report(
+                    f"storage fault cleared: {path} written again; host requests and motor runs accepted again"
+                )
+        elif path not in self.faults:
+            self.faults[path] = f"cannot write {path.name} ({e.strerror or e}): {advice(e)}"
+            if self._running:
+                self._report(
+                    f"storage fault: {cannot_write(path, e)}. Until it can be written, the pump refuses host "
+                    "requests (BUSY) and new motor runs; what the hardware does is still checkpointed, and the write "
+                    "is retried"
+                )
+        if hasattr(self, "rig"):
+            self.rig.storage_fault = next(iter(self.faults.values()), None)
 
     def _controller_factory(self) -> Callable[[], Controller]:
         """A fresh in-process controller per (re)start: the scripted one, or the firmware
@@ -111,8 +141,26 @@ class Emulator:
         self._stop = True
 
     def run(self) -> int:
+        host_path, pump_path = self.start()
+        signal.signal(signal.SIGINT, self._signal)
+        signal.signal(signal.SIGTERM, self._signal)
+        self.out(f"READY {host_path}" + (f" {pump_path}" if pump_path else ""))
+        if not self.opts.split:
+            self.rig.boot()
+        try:
+            self._loop()
+        finally:
+            self.stop()
+        return 0
+
+    def start(self) -> tuple[str, str | None]:
+        """Everything up to READY: the state loaded, the ports open, the rig built and
+        its state saved once. StateError (one line) when the state directory cannot be
+        written. Returns the host port's path and the pump link's (split mode)."""
         o = self.opts
-        state = self.state_dir.load_pump()
+        sd = self.state_dir
+        self.journal = Journal(sd.path / CHECKPOINT_FILE, fallback=sd.save_pump)
+        state = load_state(sd, self.journal)
         rtc_epoch = parse_start(o.start) if o.start != DEFAULT_START else DEFAULT_RTC_EPOCH_S
         self.host_master, self.host_slave, host_path = open_pty()
         self.host = HostEndpoints(self.host_master, self.state_dir.path / SOCKET_NAME, self._report)
@@ -129,7 +177,10 @@ class Emulator:
             advertised = os.path.abspath(o.link)
         state = dict(state or {})
         state.setdefault("rtc_epoch_s", rtc_epoch)
-        self.capture = Capture(o.capture, wall_time=o.capture_wall_time)
+        try:
+            self.capture = Capture(o.capture, wall_time=o.capture_wall_time)
+        except OSError as e:
+            raise StateError(f"--capture: {cannot_write(Path(o.capture).absolute(), e)}") from None
         self.rig = Rig(
             self.model,
             port,
@@ -140,29 +191,57 @@ class Emulator:
             host_send=self.host.send,
             idle_timeout_s=o.idle_timeout_s,
             wall_ms=lambda: time.monotonic_ns() // 1_000_000,
+            journal=self.journal,
         )
         self.rig.hw.rtc_epoch_s = state["rtc_epoch_s"]
         if o.clock == "realtime":
             self.rig.speed_milli = max(1, round(o.speed * 1000))
+        self._advertised = advertised
         self.state_dir.write_ports(advertised, pump_path)
         self.save()
-        signal.signal(signal.SIGINT, self._signal)
-        signal.signal(signal.SIGTERM, self._signal)
-        self.out(f"READY {host_path}" + (f" {pump_path}" if pump_path else ""))
-        if not o.split:
-            self.rig.boot()
-        try:
-            self._loop()
-        finally:
-            self.save()
-            self.capture.close()
+        if self.faults:  # a directory that cannot be written at start: no therapy on it
             self.host.close()
             self.state_dir.clear_ports(advertised)
-        return 0
+            path, why = next(iter(self.faults.items()))
+            if path.parent == sd.path:
+                raise StateError(f"state directory {sd.path}: {why}, or give another --state-dir")
+            raise StateError(f"--capture {path}: {why}")
+        self._running = True
+        return host_path, pump_path
+
+    def stop(self) -> None:
+        """The clean end: pump.json saved (then the checkpoint blanked, pump.json holding
+        all it did), the capture closed, the port files removed; never raises."""
+        self.save()
+        if self.state_dir.pump_file not in self.faults:
+            self.journal.clear()
+        else:
+            self._report(f"exiting with pump.json out of date: {self.journal.path} holds the state for the next start")
+        self._close_capture()
+        self.host.close()
+        left = self.state_dir.clear_ports(self._advertised)
+        if left is not None:
+            self._report(left)
 
     def save(self) -> None:
-        self.state_dir.save_pump(self.rig.state())
+        """pump.json as new as the checkpoint committed with it (and the capture's
+        buffered frames). A write refused is a storage fault, retried at the next save."""
         self._saved_at = time.monotonic()
+        rig = self.rig
+        error: OSError | None = None
+        try:
+            self.state_dir.save_pump(rig.state(), self.journal.seq + 1)
+        except OSError as e:
+            error = e
+        rig.checkpoint(force=True)  # the number pump.json was given (a tie goes to pump.json)
+        self._fault(self.state_dir.pump_file, error or self.journal.error)
+        if self.capture.path is not None:
+            self._fault(self.capture.path, self.capture.flush())
+
+    def _close_capture(self) -> None:
+        error = self.capture.close()
+        if error is not None and self.capture.path is not None:
+            self._report(f"{cannot_write(self.capture.path, error)}: the capture lacks its last frames")
 
     def _loop(self) -> None:
         rig = self.rig

@@ -1,6 +1,8 @@
 """The state directory: what outlives one emulator process.
 
-    pump.json   physical state (reservoir, catheter, battery, clock, counters)
+    pump.json   physical state (reservoir, catheter, battery, clock, counters), readable
+    pump.ckpt   the same state as the simulation moves, newer than pump.json after a
+                kill (emulator/journal.py); a clean exit folds it into pump.json
     keys.json   the host-link keys for each role, owner-only (0600), made on first start
     port        the host port path (the `--link` symlink if one was asked for)
     pump_port   the pump-link port path in --split mode
@@ -8,10 +10,13 @@
     lock        held (flock) by the emulator using the directory, with its pid
 
 Files are replaced atomically (write, fsync, rename) so a kill never leaves half a file.
+A write refused by the filesystem (full, read-only) raises StateError with one line
+naming the file, the error and what to do (`cannot_write`).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -58,14 +63,15 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "sim_counter": (0, (1 << 64) - 1),
 }
 _BOOLS = ("occluded", "stall_fault", "motor_stalled")
+CHECKPOINT_SEQ = "checkpoint_seq"  # in pump.json: the checkpoint slot it is as new as
 
 
 def _checksum(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _validate_pump(body: dict[str, Any]) -> str | None:
-    """What is wrong with pump.json's fields, or None."""
+def validate_pump(body: dict[str, Any]) -> str | None:
+    """What is wrong with a pump state's fields (pump.json's, or a checkpoint's), or None."""
     known = {*_INT_RANGES, *_BOOLS, "catheter", "forced_mv"}
     for key in body:
         if key not in known:
@@ -100,22 +106,65 @@ def _validate_pump(body: dict[str, Any]) -> str | None:
     return None
 
 
+# What to do about a write the filesystem refused, by errno (anything else: the disk).
+_ADVICE = {
+    errno.ENOSPC: "free space on its filesystem",
+    errno.EDQUOT: "free space within the disk quota",
+    errno.EROFS: "remount its filesystem read-write",
+    errno.EACCES: "make it writable by this user",
+    errno.EPERM: "make it writable by this user",
+}
+
+
+def advice(e: OSError) -> str:
+    return _ADVICE.get(e.errno or 0, "check the disk (the kernel log says more)")
+
+
+def cannot_write(path: Path, e: OSError, what: str = "") -> str:
+    """One line for a write the filesystem refused: the file, the error, what to do."""
+    name = errno.errorcode.get(e.errno or 0, "error")
+    return f"cannot write {what or path} ({e.strerror or e}, {name}): {advice(e)} in {path.parent}"
+
+
+def refused(directory: Path, path: Path, e: OSError) -> StateError:
+    """A write refused at start: one line naming the directory, the file, the error and
+    what to do (or to give another --state-dir)."""
+    return StateError(f"state directory {directory}: {cannot_write(path, e, path.name)}, or give another --state-dir")
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:  # (a short write on a nearly full disk is not an error by itself)
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError:
+        # A half-written temporary file on a full disk holds the very space needed to
+        # retry: remove it (the file it was to replace is untouched).
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 class StateDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise StateError(f"state directory {self.path}: {cannot_write(self.path, e)}") from None
+
+    def refused(self, path: Path, e: OSError) -> StateError:
+        return refused(self.path, path, e)
 
     def lock(self) -> None:
         """Take the directory for this process, or raise StateError naming who has it. Two
@@ -123,7 +172,10 @@ class StateDir:
         the kernel's (flock): it goes with the process, however it ends, so a killed
         emulator never leaves the directory locked."""
         path = self.path / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise self.refused(path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -133,8 +185,12 @@ class StateDir:
                 f"state directory {self.path} is in use by another emulator (pid {holder}): stop it, "
                 "or give another --state-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise self.refused(path, e) from None
         self._lock_fd = fd  # held open for the life of the process
 
     @property
@@ -150,6 +206,11 @@ class StateDir:
         for a new pump; a missing pump.json beside a firmware that has run here, or a
         damaged one, is refused (a fresh pump under a firmware that remembers therapy
         would be a different pump than the one it thinks it drives)."""
+        return self.load_pump_and_seq()[0]
+
+    def load_pump_and_seq(self) -> tuple[dict[str, Any] | None, int]:
+        """load_pump, and the checkpoint sequence number pump.json is as new as (0 when
+        it names none): a checkpoint slot with a higher number is newer."""
         fresh = "move the state directory away to start a fresh pump"
         try:
             data = json.loads(self.pump_file.read_text())
@@ -160,7 +221,7 @@ class StateDir:
                     f"{self.pump_file} is missing, but the firmware has run on this pump ({nvm.name}): restore "
                     f"pump.json, or {fresh}"
                 ) from None
-            return None
+            return None, 0
         except (OSError, ValueError) as e:
             raise StateError(f"{self.pump_file} is unreadable ({e}); {fresh}") from None
         if not isinstance(data, dict) or data.get("format") != PUMP_FORMAT:
@@ -171,13 +232,20 @@ class StateDir:
         body = {k: v for k, v in data.items() if k not in ("format", "checksum")}
         if data.get("checksum") != _checksum(body):
             raise StateError(f"{self.pump_file} is damaged (its checksum does not match its contents); {fresh}")
-        wrong = _validate_pump(body)
+        # Optional (pump.json from before the checkpoint names none), covered by the checksum.
+        seq = body.pop(CHECKPOINT_SEQ, 0)
+        if type(seq) is not int or not 0 <= seq <= U63_MAX:
+            raise StateError(f"{self.pump_file}: {CHECKPOINT_SEQ} must be a whole number >= 0, not {seq!r}; {fresh}")
+        wrong = validate_pump(body)
         if wrong is not None:
             raise StateError(f"{self.pump_file}: {wrong}; {fresh}")
-        return body
+        return body, seq
 
-    def save_pump(self, state: dict[str, Any]) -> None:
-        doc = {"format": PUMP_FORMAT, **state, "checksum": _checksum(state)}
+    def save_pump(self, state: dict[str, Any], checkpoint_seq: int = 0) -> None:
+        """Write pump.json (atomically, fsync'd): `state`, as new as checkpoint slot
+        number `checkpoint_seq`. OSError when the filesystem refuses it."""
+        body = {**state, CHECKPOINT_SEQ: checkpoint_seq} if checkpoint_seq else state
+        doc = {"format": PUMP_FORMAT, **body, "checksum": _checksum(body)}
         write_atomic(self.pump_file, json.dumps(doc, indent=1).encode())
 
     def keys(self) -> dict[Role, bytes]:
@@ -205,27 +273,42 @@ class StateDir:
                 f"moving {nvm.name} away (the firmware then starts as a new pump, its prescription and history gone)"
             )
         keys = {role: new_key() for role in ROLE_NAMES}
-        write_atomic(self.keys_file, dumps_keys(keys), mode=0o600)
+        try:
+            write_atomic(self.keys_file, dumps_keys(keys), mode=0o600)
+        except OSError as e:
+            raise self.refused(self.keys_file, e) from None
         return keys
 
     def write_ports(self, host: str, pump: str | None) -> None:
-        write_atomic(self.path / "port", (host + "\n").encode())
         pump_file = self.path / "pump_port"
-        if pump:
-            write_atomic(pump_file, (pump + "\n").encode())
-        elif pump_file.exists():
-            pump_file.unlink()
+        path = self.path / "port"
+        try:
+            write_atomic(path, (host + "\n").encode())
+            path = pump_file
+            if pump:
+                write_atomic(pump_file, (pump + "\n").encode())
+            elif pump_file.exists():
+                pump_file.unlink()
+        except OSError as e:
+            raise self.refused(path, e) from None
 
-    def clear_ports(self, host: str) -> None:
+    def clear_ports(self, host: str) -> str | None:
         """On exit: pty numbers are reused, so a port file left behind could lead a later
         client to another emulator's port. Only our own entry is removed (another emulator
-        may have taken over this state directory since)."""
-        if self.host_port() == host:
+        may have taken over this state directory since). What could not be removed, or None."""
+        try:
+            ours = self.host_port() == host
+        except OSError as e:  # (EIO reading it back: leave it, and say so)
+            return f"cannot read {self.path / 'port'} ({e.strerror or e}): a stale port file may be left behind"
+        if ours:
             for name in ("port", "pump_port"):
                 try:
                     (self.path / name).unlink()
                 except FileNotFoundError:
                     pass
+                except OSError as e:
+                    return f"{cannot_write(self.path / name, e)} (a stale port file was left behind)"
+        return None
 
     def host_port(self) -> str | None:
         try:

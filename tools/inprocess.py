@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulator.journal import CHECKPOINT_FILE, Journal
 from emulator.model import PumpModel
 from emulator.rig import InProcessPort, PtyPort, Rig
 from emulator.server import open_pty
@@ -45,7 +46,9 @@ MS_PER_DAY = 86_400_000
 class LocalPump:
     """The emulator rig in this process. The firmware runs embedded (over MemoryNvm, or
     over the real NVM file when a state_dir is given), or with split=True as `thecal
-    firmware` in its own process on a pty, as `thecal emulator --split` runs it."""
+    firmware` in its own process on a pty, as `thecal emulator --split` runs it. With a
+    state_dir the hardware is checkpointed as `thecal emulator` does it (pump.ckpt), so
+    the benchmark pays what the emulator pays."""
 
     def __init__(
         self,
@@ -60,9 +63,11 @@ class LocalPump:
         self._seed = seed
         if split and state_dir is None:
             raise ValueError("split mode needs a state directory for the firmware's keys and NVM")
+        self.journal: Journal | None = None
         if state_dir is not None:
             sd = StateDir(state_dir)
             self.keys = sd.keys()
+            self.journal = Journal(sd.path / CHECKPOINT_FILE, fallback=sd.save_pump)
         else:
             self.keys = {r: new_key() for r in Role}
         if split:
@@ -85,6 +90,7 @@ class LocalPump:
             seed=seed,
             host_write=self._out.append,
             idle_timeout_s=idle_timeout_s,
+            journal=self.journal,
         )
         self._signers = {r: FrameSigner(r, k) for r, k in self.keys.items()}
         self._rx = codec.MessageDecoder()
@@ -116,6 +122,7 @@ class LocalPump:
             seed=self._seed,
             host_write=self._out.append,
             idle_timeout_s=old.idle_timeout_s,
+            journal=old.journal,
         )
         for tap in old.hw.stroke_taps:
             self.rig.hw.add_stroke_tap(tap)
@@ -135,6 +142,11 @@ class LocalPump:
                 self.rig.pump_bytes(data)
 
     def close(self) -> None:
+        if self.journal is not None:
+            if hasattr(self, "rig"):
+                self.rig.journal = None
+            self.journal.close()
+            self.journal = None
         if self.proc is not None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)

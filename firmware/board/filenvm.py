@@ -10,10 +10,15 @@ committed number, so a process killed at any instant, even part-way through a sl
 leaves every record as it was after the previous commit or after the new one, never a
 mixture and never neither. Slots of a commit that never finished are erased at load, so
 their generation cannot become valid when the numbering reaches it again.
+
+The file's blocks are allocated when it is opened (posix_fallocate), not left sparse: a
+write through the mapping into a hole on a full filesystem would be a SIGBUS, killing
+the process mid-commit, where an allocation refused at open is a clear error at start.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -115,6 +120,23 @@ def layout(log_capacity: int) -> tuple[_Region, dict[str, _Region], str]:
     return sup, regions, f"{FORMAT:02d}{zlib.crc32(fingerprint.encode()) & 0xFFFFFF:06x}"
 
 
+class NvmFileError(OSError):
+    """The NVM file cannot be created or opened: one line naming it, the error and what to do."""
+
+
+def _refused(path: Path, e: OSError) -> NvmFileError:
+    what = {
+        errno.ENOSPC: "free space on its filesystem",
+        errno.EDQUOT: "free space within the disk quota",
+        errno.EROFS: "use a writable state directory",
+        errno.EACCES: "make it writable by this user",
+        errno.EPERM: "make it writable by this user",
+    }.get(e.errno or 0, "check the disk")
+    err = NvmFileError(f"cannot open the firmware's NVM file {path} ({e.strerror or e}): {what}")
+    err.errno = e.errno
+    return err
+
+
 class FileNvm:
     """The two-slot store in one file (created zero-filled, as erased flash)."""
 
@@ -124,13 +146,24 @@ class FileNvm:
         self._super, self._regions, self._layout = layout(log_capacity)
         self._layout_tag = self._layout.encode()
         self._size = max(r.end for r in self._regions.values())
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.fstat(self._fd).st_size < self._size:
-            os.ftruncate(self._fd, self._size)  # as erased flash: zeros (a short file is padded)
-        # Written through a shared mapping, as firmware writes flash through its controller:
-        # a slot costs a memory copy, not a system call, and the page cache holds it
-        # through a SIGKILL exactly as it holds a pwrite.
-        self._mm = mmap.mmap(self._fd, self._size)
+        self._fd = -1
+        existed = self.path.exists()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            # As erased flash: zeros (a short file is padded), every block allocated now.
+            os.posix_fallocate(self._fd, 0, self._size)
+            # Written through a shared mapping, as firmware writes flash through its
+            # controller: a slot costs a memory copy, not a system call, and the page cache
+            # holds it through a SIGKILL exactly as it holds a pwrite.
+            self._mm = mmap.mmap(self._fd, self._size)
+        except OSError as e:
+            self.close()
+            if not existed:  # a file of zeros left behind would read as a firmware that has run
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
+            raise _refused(self.path, e) from None
         self.committed = 0
         self._gens = [0] * N_SCALARS  # by scalar record id: generation of its committed copy (0: none)
         self._current: dict[tuple[int, int], int] = {}  # (record id, position) -> slot holding it

@@ -53,8 +53,8 @@ def run_firmware(
         return 2
     try:
         nvm = FileNvm(nvm_path, config.log_capacity)
-    except OSError as e:
-        print(f"thecal firmware: cannot open {nvm_path}: {e}", file=sys.stderr)
+    except OSError as e:  # (NvmFileError: one line naming the file, the error and what to do)
+        print(f"thecal firmware: {e}", file=sys.stderr)
         return 2
     ctl = Controller(keys, nvm, drugs, config)
     try:
