@@ -80,15 +80,28 @@ class HostEndpoints:
         self.socket_path = socket_path
         self.listener: socket.socket | None = None
         if socket_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                socket_path.unlink()  # a dead emulator's (we hold the state directory's lock)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            with short_path(socket_path) as p:
+            try:
+                self.listener = self._listen(socket_path)
+            except OSError as e:
+                # The pty still serves: one program at a time rather than none.
+                self.socket_path = None
+                report(f"no host socket ({socket_path}: {e.strerror or e}); the host link is on the pty only")
+
+    @staticmethod
+    def _listen(path: Path) -> socket.socket:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a dead emulator's (we hold the state directory's lock)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with short_path(path) as p:
                 listener.bind(p)
-            os.chmod(socket_path, 0o600)  # the keys guard the pump; this guards the line
+            os.chmod(path, 0o600)  # the keys guard the pump; this guards the line
             listener.listen(16)
-            listener.setblocking(False)
-            self.listener = listener
+        except OSError:
+            listener.close()
+            raise
+        listener.setblocking(False)
+        return listener
 
     # ------------------------------------------------------------ select
 

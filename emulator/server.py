@@ -274,13 +274,11 @@ class Emulator:
             for fd in ready:
                 got = host.readable(fd) if fd != self.pump_master and fd != stdin else None
                 if got:
+                    # (An accepted sim-control frame's counter, and what it changed, are
+                    # checkpointed before its answer goes out: a frame captured before a
+                    # crash cannot be replayed after it.)
                     client, data = got
-                    counter = rig.sim_auth.last_counters.get(Role.SIM)
                     rig.host_bytes(data, client)
-                    if rig.sim_auth.last_counters.get(Role.SIM) != counter:
-                        # An accepted sim-control frame: persist its counter (and what it
-                        # changed) now, so a frame captured before a crash cannot be replayed.
-                        self.save()
             for client in host.take_gone():
                 rig.forget_client(client)
             if self.pump_master is not None and self.pump_master in ready:

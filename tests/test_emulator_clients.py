@@ -148,6 +148,7 @@ def test_three_host_clients_at_once_each_answer_reaches_its_sender_and_events_re
         s = signer(keys, Role.CLINICIAN)
         socket1.send(program_message(7), 1000, s)
         socket1.send(RefillBegin(command_id=8), 1001, s)
+        socket1.wait_responses(REQUESTS + 2)
         for name, (c, *_) in clients.items():
             deadline = time.monotonic() + 10
             while not c.events and time.monotonic() < deadline:
@@ -260,6 +261,22 @@ def test_host_endpoints_drop_a_non_readers_oldest_whole_frames_and_keep_the_newe
         ends.close()
         os.close(slave)
     assert not (tmp_path / SOCKET_NAME).exists()
+
+
+def test_a_host_socket_that_cannot_be_made_leaves_the_pty_serving_and_says_so(tmp_path):
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    reports: list[str] = []
+    ends = HostEndpoints(master, tmp_path / "no-such-dir" / SOCKET_NAME, reports.append)
+    try:
+        assert ends.listener is None and ends.read_fds() == [master]
+        assert len(reports) == 1 and "the host link is on the pty only" in reports[0]
+        ends.send(b"\x00frame\x00", None)  # events still reach the pty
+        assert os.read(slave, 100) == b"\x00frame\x00"
+    finally:
+        ends.close()
+        os.close(slave)
+        os.close(master)
 
 
 def test_the_scheduler_holds_the_timers_pending_not_every_one_ever_cancelled():
