@@ -7,7 +7,9 @@ OUT_OF_RANGE), then allowed now. Authentication comes before parsing so an
 unauthenticated sender learns nothing about the payload.
 
 A handler gathers facts, asks its rule (firmware/rules/) once and applies the answer: no
-rule is written here. A refusal changes nothing and is logged.
+rule is written here. A refusal changes nothing and is logged through the refusal log,
+rate-bounded per kind (SR-056); a frame that fails authentication may go unanswered
+(SR-055).
 """
 
 from __future__ import annotations
@@ -88,12 +90,13 @@ def handle_frame(p: Parts, body: bytes) -> None:
         out.host_reply(codec.nak_for(t, NakReason.UNKNOWN_TYPE, "", f"0x{t:02X} is not a host request"), seq)
         return
     role, nak, detail = p.auth.verify(f)
-    if nak is not None:
-        out.host_reply(codec.nak_for(t, nak, "", detail), seq)
+    if role is None:
+        if nak is not None:  # (None: over its key id's NAK budget, dropped unanswered)
+            out.host_reply(codec.nak_for(t, nak, "", detail), seq)
         return
     cls = REGISTRY[t]
     if role not in cls.ROLES:
-        out.record(LogEvent.NOT_PERMITTED, int(role), t)
+        p.refusals.refused(LogEvent.NOT_PERMITTED, int(role), t)
         out.host_reply(
             codec.nak_for(t, NakReason.NOT_PERMITTED, "", f"{role.name.lower()} may not send {cls.NAME}"), seq
         )
@@ -101,15 +104,15 @@ def handle_frame(p: Parts, body: bytes) -> None:
     try:
         msg = codec.decode(f)
     except DecodeError as e:
-        out.record(LogEvent.COMMAND_REFUSED, t, int(e.reason))
+        p.refusals.refused(LogEvent.COMMAND_REFUSED, t, int(e.reason))
         out.host_reply(codec.nak_for(t, e.reason, e.field or "", e.detail), seq)
         return
     answer = HANDLERS[cls](p, msg)
     if isinstance(answer, Refusal):
         if cls is Program:
-            out.record(LogEvent.PROGRAM_REFUSED, msg.command_id, int(answer.reason))
+            p.refusals.refused(LogEvent.PROGRAM_REFUSED, msg.command_id, int(answer.reason))
         else:
-            out.record(LogEvent.COMMAND_REFUSED, t, int(answer.reason))
+            p.refusals.refused(LogEvent.COMMAND_REFUSED, t, int(answer.reason))
         out.host_reply(codec.nak_for(t, answer.reason, answer.field, answer.detail), seq)
         return
     out.host_reply(answer, seq)
@@ -224,7 +227,9 @@ def bolus_request(p: Parts, msg: BolusRequest) -> BolusRequestAck | Refusal:
             empty_level_nl=e.empty_level_nl,
         )
     )
-    p.outbox.record(LogEvent.BOLUS_REQUEST, msg.command_id, int(verdict.decision))
+    # A granted request is a therapy record; a denied one a refusal, rate-bounded (SR-056).
+    log = p.outbox.record if verdict.granted else p.refusals.refused
+    log(LogEvent.BOLUS_REQUEST, msg.command_id, int(verdict.decision))
     p.commands.accept(msg.command_id)
     if verdict.granted:
         _begin(p, msg.command_id, BolusKind.PATIENT, pb.dose_ng, pb.duration_s)
