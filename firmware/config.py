@@ -44,11 +44,18 @@ class FirmwareConfig:
     timed_bolus_grace_ms: int = 60 * 60_000
     # Event log ring capacity.
     log_capacity: int = 10_000
-    # Authentication: this many failures (bad tag or replay) with one key inside the
-    # window lock that key out for the lockout time; frames with it are refused meanwhile.
-    auth_max_failures: int = 5
-    auth_failure_window_ms: int = 10 * 60_000
-    auth_lockout_ms: int = 10 * 60_000
+    # A frame that fails authentication is answered with a NAK within a budget per key id
+    # it claims, a token bucket in pump time: this many at once, one more each interval;
+    # beyond it the frame is dropped unanswered (and counted, SR-056). There is no lockout:
+    # an authentic frame with a fresh counter is always served (SR-055).
+    auth_nak_burst: int = 5
+    auth_nak_every_ms: int = 60_000
+    # Refusals and authentication failures in the event log (SR-056): per kind, this many
+    # entries at once and one more each interval; the rest are counted, and the count is
+    # logged as one entry when the kind has budget again. Seven kinds at 12 a day (plus
+    # the burst) leave the ring a month of therapy records: SR-056 has the arithmetic.
+    refusal_log_burst: int = 8
+    refusal_log_every_ms: int = 2 * 60 * 60_000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

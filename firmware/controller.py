@@ -226,6 +226,7 @@ class Controller:
             return
         alarms, guard = p.alarms, p.guard
         due = p.supervisor.remind_stopped()  # (before the tones: a reminder raised now sounds now)
+        due = _earliest(due, p.refusals.service())  # SR-056: counts of refusals whose time to be logged came
         if alarms.active or guard.sensing.pressure_high_since_ms is not None:
             self._occlusion()
             pattern = alarms.tones_due(now)

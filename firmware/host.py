@@ -7,7 +7,9 @@ OUT_OF_RANGE), then allowed now. Authentication comes before parsing so an
 unauthenticated sender learns nothing about the payload.
 
 A handler gathers facts, asks its rule (firmware/rules/) once and applies the answer: no
-rule is written here. A refusal changes nothing and is logged.
+rule is written here. A refusal changes nothing and is logged through the refusal log,
+rate-bounded per kind (SR-056); a frame that fails authentication may go unanswered
+(SR-055).
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from collections.abc import Callable
 from protocol import codec
 from protocol.codes import AlarmId, BolusKind, BolusOutcome, CatheterState, LogEvent, NakReason, TherapyState
 from protocol.errors import DecodeError
-from protocol.framing import PROTOCOL_VERSION, Frame, FrameErrorKind, parse_body
+from protocol.framing import Frame, FrameErrorKind, parse_body
 from protocol.messages import (
     HOST_LINK_TYPES,
     REGISTRY,
     AlarmAck,
     AlarmAckAck,
-    AlarmEntry,
     BolusRequest,
     BolusRequestAck,
     CatheterReplaced,
@@ -31,17 +32,13 @@ from protocol.messages import (
     ClinicianBolus,
     ClinicianBolusAck,
     Hello,
-    HelloAck,
-    LogEntry,
     LogRead,
-    LogReadAck,
     Message,
     Prime,
     PrimeAck,
     Program,
     ProgramAck,
     ReadPrescription,
-    ReadPrescriptionAck,
     RefillBegin,
     RefillBeginAck,
     RefillComplete,
@@ -51,21 +48,20 @@ from protocol.messages import (
     Start,
     StartAck,
     Status,
-    StatusAck,
     Stop,
     StopAck,
 )
 from protocol.schema import NONE_I32, NONE_U32, NONE_U64, MessageFamily, family_of
 
 from .delivery import ActiveBolus, Fill
-from .dose import FG_PER_NG, MS_PER_DAY, rate_at, volume_nl
+from .dose import FG_PER_NG, volume_nl
 from .parts import Parts
 from .prescription import Prescription
+from .reports import hello, log_read, read_prescription, status
 from .rules import (
     Refusal,
     catheter,
     clinician_bolus,
-    out_of_range,
     patient_bolus,
     prime,
     program,
@@ -79,8 +75,6 @@ from .rules import lockout as lockout_rule
 from .rules import reservoir as reservoir_rule
 from .rules.run import Purpose
 
-FIRMWARE_VERSION = "0.1.0"  # reported in HELLO_ACK
-LOG_PAGE_MAX = 32
 STOPPED = TherapyState.STOPPED
 
 
@@ -96,12 +90,13 @@ def handle_frame(p: Parts, body: bytes) -> None:
         out.host_reply(codec.nak_for(t, NakReason.UNKNOWN_TYPE, "", f"0x{t:02X} is not a host request"), seq)
         return
     role, nak, detail = p.auth.verify(f)
-    if nak is not None:
-        out.host_reply(codec.nak_for(t, nak, "", detail), seq)
+    if role is None:
+        if nak is not None:  # (None: over its key id's NAK budget, dropped unanswered)
+            out.host_reply(codec.nak_for(t, nak, "", detail), seq)
         return
     cls = REGISTRY[t]
     if role not in cls.ROLES:
-        out.record(LogEvent.NOT_PERMITTED, int(role), t)
+        p.refusals.refused(LogEvent.NOT_PERMITTED, int(role), t)
         out.host_reply(
             codec.nak_for(t, NakReason.NOT_PERMITTED, "", f"{role.name.lower()} may not send {cls.NAME}"), seq
         )
@@ -109,15 +104,15 @@ def handle_frame(p: Parts, body: bytes) -> None:
     try:
         msg = codec.decode(f)
     except DecodeError as e:
-        out.record(LogEvent.COMMAND_REFUSED, t, int(e.reason))
+        p.refusals.refused(LogEvent.COMMAND_REFUSED, t, int(e.reason))
         out.host_reply(codec.nak_for(t, e.reason, e.field or "", e.detail), seq)
         return
     answer = HANDLERS[cls](p, msg)
     if isinstance(answer, Refusal):
         if cls is Program:
-            out.record(LogEvent.PROGRAM_REFUSED, msg.command_id, int(answer.reason))
+            p.refusals.refused(LogEvent.PROGRAM_REFUSED, msg.command_id, int(answer.reason))
         else:
-            out.record(LogEvent.COMMAND_REFUSED, t, int(answer.reason))
+            p.refusals.refused(LogEvent.COMMAND_REFUSED, t, int(answer.reason))
         out.host_reply(codec.nak_for(t, answer.reason, answer.field, answer.detail), seq)
         return
     out.host_reply(answer, seq)
@@ -147,91 +142,6 @@ def _holds_another_drug(p: Parts) -> str | None:
     if rx is None or program.matches_fill(rx, fill):
         return None
     return program.holds(fill, p.drugs)
-
-
-# ------------------------------------------------------------ information
-
-
-def hello(p: Parts, msg: Hello) -> HelloAck:
-    hw = p.hardware.info
-    return HelloAck(
-        serial=hw.serial,
-        firmware_version=FIRMWARE_VERSION,
-        protocol_version=PROTOCOL_VERSION,
-        reservoir_capacity_ul=hw.reservoir_capacity_ul,
-        stroke_nl=hw.stroke_nl,
-    )
-
-
-def status(p: Parts, msg: Status) -> StatusAck:
-    e, clock = p.engine, p.clock
-    rx = e.rx
-    now = clock.now_ms
-    pb = rx.patient_bolus if rx else None
-    running = p.supervisor.running
-    return StatusAck(
-        state=p.supervisor.state,
-        bolus_active=e.bolus is not None,
-        time_s=clock.now_s,
-        clock_s=clock.clock_s,
-        drug=rx.drug if rx else "",
-        concentration_ng_per_ml=rx.concentration_ng_per_ml if rx else 0,
-        basal_rate_ng_per_day=rate_at(rx.basal, clock.local_ms % MS_PER_DAY) if rx and running else 0,
-        reservoir_nl=e.reservoir.volume_nl if e.reservoir_known else NONE_U32,
-        low_reservoir_at_s=e.low_at_ms // 1000 if e.low_at_ms is not None else NONE_U64,
-        low_reservoir_worst_at_s=e.low_worst_at_ms // 1000 if e.low_worst_at_ms is not None else NONE_U64,
-        lockout_remaining_s=max(0, -(-(e.lockout_until_ms - now) // 1000)),
-        boluses_24h=min(255, e.history.boluses_in_window(now)),
-        max_boluses_24h=pb.max_per_24h if pb else 0,
-        dose_24h_ng=min(0xFFFFFFFF, e.history.window_fg(now) // FG_PER_NG),
-        max_dose_24h_ng=rx.max_dose_24h_ng if rx else 0,
-        alarms=tuple(
-            AlarmEntry(
-                alarm=a.alarm,
-                priority=a.priority,
-                acknowledged=a.acknowledged,
-                condition_present=a.condition,
-                silenced=now < a.silenced_until_ms,
-                needs_reset=p.supervisor.needs_reset(a.alarm),  # SR-052
-            )
-            for a in list(p.alarms.active.values())[:16]
-        ),
-        battery_mv=min(0xFFFF, p.hardware.battery_mv),
-        last_command_id=p.commands.last_id,
-        catheter_state=e.catheter.state if e.catheter else CatheterState.UNKNOWN,
-        catheter_volume_nl=rx.catheter_volume_nl if rx else 0,
-    )
-
-
-def read_prescription(p: Parts, msg: ReadPrescription) -> ReadPrescriptionAck:
-    rx = p.engine.rx
-    if rx is None:
-        return ReadPrescriptionAck(
-            present=False,
-            drug="",
-            concentration_ng_per_ml=0,
-            basal=(),
-            bolus_dose_ng=0,
-            bolus_duration_s=0,
-            bolus_lockout_s=0,
-            bolus_max_per_24h=0,
-            max_dose_24h_ng=0,
-            low_reservoir_ul=0,
-            catheter_volume_nl=0,
-            timed_bolus=(),
-        )
-    return ReadPrescriptionAck(present=True, **rx.wire_fields())
-
-
-def log_read(p: Parts, msg: LogRead) -> LogReadAck | Refusal:
-    if not 1 <= msg.max_entries <= LOG_PAGE_MAX:
-        return out_of_range("max_entries", f"page size is 1..{LOG_PAGE_MAX}")
-    entries = p.log.read(msg.from_seq, msg.max_entries)
-    return LogReadAck(
-        oldest_seq=p.log.oldest_seq,
-        next_seq=p.log.next_seq,
-        entries=tuple(LogEntry(seq=e.seq, time_s=e.time_s, event=e.event, arg0=e.arg0, arg1=e.arg1) for e in entries),
-    )
 
 
 # ------------------------------------------------------------ therapy changes
@@ -317,7 +227,9 @@ def bolus_request(p: Parts, msg: BolusRequest) -> BolusRequestAck | Refusal:
             empty_level_nl=e.empty_level_nl,
         )
     )
-    p.outbox.record(LogEvent.BOLUS_REQUEST, msg.command_id, int(verdict.decision))
+    # A granted request is a therapy record; a denied one a refusal, rate-bounded (SR-056).
+    log = p.outbox.record if verdict.granted else p.refusals.refused
+    log(LogEvent.BOLUS_REQUEST, msg.command_id, int(verdict.decision))
     p.commands.accept(msg.command_id)
     if verdict.granted:
         _begin(p, msg.command_id, BolusKind.PATIENT, pb.dose_ng, pb.duration_s)

@@ -102,7 +102,7 @@ SCALARS: tuple[tuple[str, int], ...] = (
     ("limits", 768),  # the patient-bolus lockout and the command ids accepted
     ("auth_counters", 256),
     ("keys", 512),
-    ("auth_lockouts", 512),
+    ("auth_lockouts", 512),  # retired: keys are never locked out (SR-055); kept, never written, so ids stay
     ("timed", 32),  # the local time of the latest timed bolus dealt with (SR-053)
 )
 SCALAR_IDS = {name: i for i, (name, _) in enumerate(SCALARS)}

@@ -23,6 +23,7 @@ from .eventlog import EventLog
 from .guard import Guard
 from .hardware import Hardware
 from .outbox import Outbox
+from .refusals import RefusalLog
 from .supervisor import Supervisor
 
 
@@ -38,6 +39,7 @@ class Parts:
     guard: Guard
     engine: Engine
     supervisor: Supervisor
+    refusals: RefusalLog
     auth: Auth
     commands: Commands
 
@@ -50,6 +52,7 @@ class Parts:
         alarms = AlarmSet(config)
         guard = Guard(clock, config, hardware, outbox)
         engine = Engine(clock, config, hardware, outbox, guard)
+        refusals = RefusalLog(clock, config, outbox)
         return Parts(
             config=config,
             drugs=drugs,
@@ -61,6 +64,7 @@ class Parts:
             guard=guard,
             engine=engine,
             supervisor=Supervisor(clock, outbox, alarms, engine, guard, drugs),
-            auth=Auth(clock, config, outbox, keys),
+            refusals=refusals,
+            auth=Auth(clock, config, outbox, refusals, keys),
             commands=Commands(outbox),
         )

@@ -106,7 +106,6 @@ class Persist:
             )
         else:
             p.outbox.touch("keys")  # a new pump: provision the keys it was handed into NVM
-        p.auth.load_lockouts(data.get("auth_lockouts") or {})
         seen_ms, seen_local_ms, skew_ms, offset_s = clock if clock else (None, None, 0, 0)
         return Saved(
             blank=not data,
@@ -182,7 +181,6 @@ class Persist:
             nvm.save("timed", e.timed_done_local_ms)  # SR-053: a timed bolus is dealt with once
         if "auth" in touched:
             nvm.save("auth_counters", p.auth.counters_data())
-            nvm.save("auth_lockouts", p.auth.lockouts_data())
         if "keys" in touched:
             nvm.save("keys", {str(int(r)): k.hex() for r, k in p.auth.keys.items()})
         if "boot" in touched:

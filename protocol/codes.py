@@ -39,7 +39,7 @@ class NakReason(IntEnum):
     OUT_OF_RANGE = 3  # a field value is invalid or outside its limits; the NAK names the field
     NOT_PERMITTED = 4  # this role may not send this request
     WRONG_STATE = 5  # not allowed in the current therapy state (e.g. START with no prescription)
-    AUTH_FAILED = 6  # no auth trailer, unknown key id, bad tag, or key locked out
+    AUTH_FAILED = 6  # no auth trailer, unknown key id, or bad tag
     REPLAYED = 7  # tag valid but counter not above the last accepted for that key
     BUSY = 8  # cannot take the request now; nothing was changed, ask STATUS before resending
 
@@ -190,7 +190,13 @@ class MemoryProof(IntEnum):
 
 
 class LogEvent(IntEnum):
-    """Event log entry codes, each with the meaning of its entry's arg0 and arg1."""
+    """Event log entry codes, each with the meaning of its entry's arg0 and arg1.
+
+    Refusals and authentication failures (AUTH_FAILED, REPLAY_REJECTED, NOT_PERMITTED,
+    COMMAND_REFUSED, PROGRAM_REFUSED, a denied BOLUS_REQUEST) are logged one by one within a
+    budget per kind; beyond it they are counted, and a summary entry (AUTH_FAILURES_SUMMARY
+    per key id, REFUSALS_SUMMARY per event) gives the count of those since the kind's
+    previous entry, so that no flood pushes therapy records out of the log."""
 
     BOOT = 1  # arg0 reset cause (ResetCause), arg1 boot count
     PROGRAM_ACCEPTED = 2  # arg0 command id
@@ -205,9 +211,9 @@ class LogEvent(IntEnum):
     REFILL_BEGIN = 11  # arg0 command id
     REFILL_COMPLETE = 12  # arg0 withdrawn nL, arg1 added nL
     CLOCK_SET = 13  # arg0 new time s (low 32 bits)
-    AUTH_FAILED = 14  # arg0 key id (Role), arg1 message type
+    AUTH_FAILED = 14  # arg0 key id (Role) or 0 for no trailer, arg1 message type
     REPLAY_REJECTED = 15  # arg0 key id (Role), arg1 message type
-    KEY_LOCKED_OUT = 16  # arg0 key id (Role), arg1 lockout s
+    KEY_LOCKED_OUT = 16  # arg0 key id (Role), arg1 lockout s (no longer logged: no key is ever locked out)
     NOT_PERMITTED = 17  # arg0 key id (Role), arg1 message type
     NVM_ERROR = 18  # arg0 record id, arg1 slot mask
     WATCHDOG_RESET = 19  # no arguments
@@ -222,3 +228,5 @@ class LogEvent(IntEnum):
     CATHETER_REPLACED = 28  # arg0 command id, arg1 catheter volume nL (the catheter is now empty)
     CATHETER_STATE = 29  # arg0 old state (CatheterState), arg1 new state (CatheterState)
     TIMED_BOLUS = 30  # arg0 the timed bolus's index (0 = the first), arg1 what became of it (TimedBolusOutcome)
+    AUTH_FAILURES_SUMMARY = 31  # arg0 key id (Role) or 0 (unsigned, not held), arg1 failures not logged one by one
+    REFUSALS_SUMMARY = 32  # arg0 the refusal counted (LogEvent), arg1 how many were not logged one by one

@@ -345,6 +345,15 @@ class FakePump:
         assert len(got) == 1, f"expected exactly one reply to seq {seq}, got {got}"
         return got[0]
 
+    def relay_maybe(self, body: bytes, seq: int) -> Message | None:
+        """Relay a host frame body; the reply, or None if the controller dropped it
+        unanswered (a frame that failed authentication beyond its NAK budget, SR-055)."""
+        self.replies.pop(seq, None)
+        self.send(HostRx(time_ms=self.now_ms, frame=body))
+        got = self.replies.pop(seq, [])
+        assert len(got) <= 1, f"expected at most one reply to seq {seq}, got {got}"
+        return got[0] if got else None
+
     def request(self, msg: Message, role: Role | None = Role.CLINICIAN) -> Message:
         return self.relay(*self.frame(msg, role))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from firmware.config import FirmwareConfig
 from protocol import codec
 from protocol.codes import AlarmId, BeepPattern, BolusDecision, LogEvent, NakReason, ResetCause, Role, TherapyState
 from protocol.messages import (
@@ -113,7 +114,8 @@ def test_every_refused_prescription_changes_nothing_and_names_the_field(procs):
     pump = programmed(procs)
     before = snapshot(pump)
     assert before[0].state is TherapyState.RUNNING and before[1].present
-    for overrides, field in REFUSED_PROGRAMS:
+    burst = FirmwareConfig().refusal_log_burst
+    for i, (overrides, field) in enumerate(REFUSED_PROGRAMS):
         cmd = pump.next_id()
         with pytest.raises(Refused) as refused:
             pump.request(program_message(cmd, **{**BASE, **overrides}))
@@ -123,10 +125,15 @@ def test_every_refused_prescription_changes_nothing_and_names_the_field(procs):
         status, rx, log = snapshot(pump)
         assert status == before[0], overrides
         assert rx == before[1], overrides
-        (entry,) = log[len(before[2]) :]
-        assert (entry.event, entry.arg0, entry.arg1) == (LogEvent.PROGRAM_REFUSED, cmd, NakReason.OUT_OF_RANGE)
+        new = [(e.event, e.arg0, e.arg1) for e in log[len(before[2]) :]]
+        # Logged one by one within the refusal log's budget, counted beyond it (SR-056).
+        assert new == ([(LogEvent.PROGRAM_REFUSED, cmd, NakReason.OUT_OF_RANGE)] if i < burst else [])
         assert log[: len(before[2])] == before[2]
         before = (status, rx, log)
+    # The refusals beyond the budget are logged as one count when it comes back.
+    pump.advance(FirmwareConfig().refusal_log_every_ms)
+    counts = [(e.arg0, e.arg1) for e in pump.log(before[2][-1].seq + 1) if e.event is LogEvent.REFUSALS_SUMMARY]
+    assert counts == [(LogEvent.PROGRAM_REFUSED, len(REFUSED_PROGRAMS) - burst)]
     # And the pump still takes a good one.
     pump.program(**{**BASE, "basal": ((0, 2 * MG),)})
     assert pump.prescription().basal[0].rate_ng_per_day == 2 * MG

@@ -1,6 +1,6 @@
 """The firmware over real ptys, surviving what it must: a damaged NVM file, a power cycle
 in the middle of a refill, frames it must refuse (a wrong key, a patient programming, a
-replay, also across a power cycle) and a key locked out after repeated failures.
+replay, also across a power cycle) and failures that never lock a key out.
 
 Every test runs in-process or split (`pytest --split`): the NVM file is
 `firmware-nvm.bin` in the state directory either way. Every refused request leaves status
@@ -221,28 +221,25 @@ def test_a_replayed_frame_is_refused_also_after_a_power_cycle(procs):
     assert len(replays) == 2
 
 
-@pytest.mark.req("SR-030")
-def test_five_failures_lock_the_key_out_for_ten_minutes_across_a_power_cycle(procs):
+@pytest.mark.req("SR-055")
+def test_failures_under_a_key_never_lock_it_out_not_even_across_a_power_cycle(procs):
+    """Five failures with one key in ten minutes used to lock it out for ten minutes,
+    across a power cycle: five random tags under the clinician's key id kept the real
+    clinician out. Now the real key is served after every failure and after the power
+    cycle; the failures are answered (within the NAK budget) and logged."""
     pump, _ = running(procs)
     before = snapshot(pump)
     forged = FrameSigner(Role.CLINICIAN, new_key())
     for i in range(5):
         nak = send_frame(pump.client, codec.encode(Status(), 9_200 + i, forged), 9_200 + i)
         assert nak.reason is NakReason.AUTH_FAILED
-    with pytest.raises(Refused) as refused:
-        pump.status()
-    assert refused.value.reason is NakReason.AUTH_FAILED and "locked" in refused.value.nak.detail
-    assert isinstance(pump.status(Role.PATIENT), StatusAck)  # another key
+        assert isinstance(pump.status(), StatusAck)  # the clinician's key, after each one
+    assert isinstance(pump.status(Role.PATIENT), StatusAck)
     pump.sim(SimPowerCycle(off_ms=MINUTE))
-    pump.advance(7 * MINUTE)
-    with pytest.raises(Refused):
-        pump.status()  # still locked: the lockout outlived the power cycle
-    pump.advance(2 * MINUTE + 1_000)
+    assert isinstance(pump.status(), StatusAck)
     st, rx = snapshot(pump)
     assert rx == before[1] and st.last_command_id == before[0].last_command_id
     events = [
         (e.event, e.arg0, e.arg1) for e in pump.log() if e.event in (LogEvent.AUTH_FAILED, LogEvent.KEY_LOCKED_OUT)
     ]
-    assert events == [(LogEvent.AUTH_FAILED, Role.CLINICIAN, Status.TYPE)] * 5 + [
-        (LogEvent.KEY_LOCKED_OUT, Role.CLINICIAN, 600)
-    ]
+    assert events == [(LogEvent.AUTH_FAILED, Role.CLINICIAN, Status.TYPE)] * 5

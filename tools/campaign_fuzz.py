@@ -30,24 +30,24 @@ What is sent (counted per kind in the result):
   oversize          payloads around the relay's limit and the framing's, and a segment
                     longer than any frame
 
-Batches are either "parser" batches (nothing that fails authentication, so the keys stay
-usable and the payload parser is reached) or "auth" batches (everything, so keys are
-locked out). After each batch the oracle checks, with correctly signed requests:
+Batches are either "parser" batches (nothing that fails authentication, so the payload
+parser is reached) or "auth" batches (everything). After each batch the oracle checks,
+with correctly signed requests:
 
-  rig_serves           SIM_GROUND_TRUTH and STATUS are answered (after a key lockout, once
-                       simulated time has been advanced past it)
+  rig_serves           SIM_GROUND_TRUTH and STATUS are answered, STATUS never refused: no
+                       failure, however many, keeps an authentic frame out (SR-055)
   nothing_accepted     no fuzzed frame was ACKed as a command or a sim-control request, and
                        STATUS's last_command_id is unchanged
-  therapy_unchanged    the ground truth did not move while time stood still; STATUS is what
-                       it was (all of it while time has not moved; its time-independent
-                       fields after an advance); READ_PRESCRIPTION is what it was
+  therapy_unchanged    the ground truth did not move while time stood still; STATUS and
+                       READ_PRESCRIPTION are exactly what they were
   log_unchanged        every entry the log held before is still there, unchanged, and every
                        new one is a logged rejection (AUTH_FAILED, REPLAY_REJECTED,
-                       NOT_PERMITTED, COMMAND_REFUSED, PROGRAM_REFUSED, KEY_LOCKED_OUT) or,
-                       after an advance, a delivery milestone
-  auth_log_bounded     frames that fail authentication add a bounded number of entries (a
-                       key is locked out after five): an unauthenticated sender cannot push
-                       the real history out of the log
+                       NOT_PERMITTED, COMMAND_REFUSED, PROGRAM_REFUSED) or a count of them
+                       (AUTH_FAILURES_SUMMARY, REFUSALS_SUMMARY)
+  refusal_log_bounded  rejections add a bounded number of entries: while time stands still,
+                       at most the refusal-log burst per kind (authentication failures per
+                       key id claimed; each kind of refusal), SR-056: no sender, with a key
+                       or without, can push the real history out of the log
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ from firmware.board import ControllerFactory
 from firmware.config import FirmwareConfig
 from protocol import codec, schema
 from protocol.auth import FrameSigner
-from protocol.codes import LogEvent, MessageFamily, NakReason, Role
+from protocol.codes import LogEvent, MessageFamily, Role
 from protocol.framing import (
     AUTH_PREFIX,
     HEADER,
@@ -121,34 +121,14 @@ ORACLE_SEQ = 0xFF00  # the oracle's own requests use seqs from here; fuzzed fram
 READY_TIMEOUT_S = 30.0
 ANSWER_TIMEOUT_S = 10.0
 HOUR_MS = 3_600_000
-LOCKOUT_STEP_MS = FirmwareConfig().auth_lockout_ms + 1_000
-REJECTIONS = frozenset(
-    {
-        LogEvent.AUTH_FAILED,
-        LogEvent.REPLAY_REJECTED,
-        LogEvent.NOT_PERMITTED,
-        LogEvent.COMMAND_REFUSED,
-        LogEvent.PROGRAM_REFUSED,
-        LogEvent.KEY_LOCKED_OUT,
-    }
-)
-AUTH_EVENTS = frozenset({LogEvent.AUTH_FAILED, LogEvent.REPLAY_REJECTED, LogEvent.KEY_LOCKED_OUT})
-TIME_EVENTS = frozenset({LogEvent.DELIVERY_MILESTONE})
-# STATUS fields that do not move with time (compared after the oracle advanced time).
-STABLE_STATUS = (
-    "state",
-    "bolus_active",
-    "drug",
-    "concentration_ng_per_ml",
-    "max_boluses_24h",
-    "max_dose_24h_ng",
-    "alarms",
-    "last_command_id",
-)
+AUTH_EVENTS = frozenset({LogEvent.AUTH_FAILED, LogEvent.REPLAY_REJECTED, LogEvent.AUTH_FAILURES_SUMMARY})
+REFUSED_EVENTS = frozenset({LogEvent.NOT_PERMITTED, LogEvent.COMMAND_REFUSED, LogEvent.PROGRAM_REFUSED})
+REJECTIONS = AUTH_EVENTS | REFUSED_EVENTS | {LogEvent.REFUSALS_SUMMARY}
 HOST_REQUESTS = tuple(c for c in REGISTRY.values() if c.FAMILY is MessageFamily.HOST_REQUEST)
-# Keys whose failures the firmware counts (and locks out); other key ids share one count.
+# Keys the firmware rations failures for one by one; other key ids (and unsigned frames)
+# share one budget, logged as key id 0.
 PERSON_KEYS = (Role.CLINICIAN, Role.PATIENT)
-AUTH_MAX_FAILURES = FirmwareConfig().auth_max_failures
+REFUSAL_LOG_BURST = FirmwareConfig().refusal_log_burst
 
 
 # ---------------------------------------------------------------- transports
@@ -705,18 +685,25 @@ def _set_up(s: Session) -> list[int]:
     return [1, 2, 3, 4, 5]
 
 
-def _status_unlocked(s: Session, advances: list[int]) -> StatusAck:
-    """STATUS as clinician; if the fuzzing locked the key out, advance simulated time past
-    the lockout first (counted in `advances`)."""
-    for _ in range(3):
-        reply = s.request(Status(), Role.CLINICIAN)
-        if not isinstance(reply, Nak):
-            return reply
-        if reply.reason is not NakReason.AUTH_FAILED:
-            raise OracleError(f"STATUS refused: {reply.reason.name} {reply.detail}")
-        s.ok(SimAdvance(duration_ms=LOCKOUT_STEP_MS), Role.SIM)
-        advances.append(LOCKOUT_STEP_MS)
-    raise OracleError("STATUS still refused after advancing past three lockouts")
+def _status(s: Session) -> StatusAck:
+    """STATUS as clinician: served whatever the fuzzing sent (SR-055: no lockout)."""
+    reply = s.request(Status(), Role.CLINICIAN)
+    if isinstance(reply, Nak):
+        raise OracleError(f"STATUS refused: {reply.reason.name} {reply.detail}")
+    return reply
+
+
+def _refusal_kind(e: LogEntry) -> tuple[str, int] | None:
+    """The kind a rejection's entry is rationed under (SR-056), from the entry alone."""
+    if e.event in (LogEvent.AUTH_FAILED, LogEvent.REPLAY_REJECTED):
+        return "auth", e.arg0 if e.arg0 in PERSON_KEYS else 0
+    if e.event is LogEvent.AUTH_FAILURES_SUMMARY:
+        return "auth", e.arg0
+    if e.event in REFUSED_EVENTS:
+        return "refused", int(e.event)
+    if e.event is LogEvent.REFUSALS_SUMMARY:
+        return "refused", e.arg0
+    return None
 
 
 def run_seed(seed: int, frames: int = 1_000, transport: str = "pty") -> SeedResult:
@@ -748,13 +735,12 @@ def _fuzz(rig: PtyRig | InProcessRig, seed: int, frames: int, ck: Checks, counte
     s = Session(rig)
     used = _set_up(s)
     base_truth = s.truth()
-    base_status = _status_unlocked(s, [])
+    base_status = _status(s)
     base_rx = s.ok(ReadPrescription())
     base_log = s.log_from(0)
     ck.ok("set_up", base_status.state.name == "RUNNING" and not base_status.alarms, f"set-up status {base_status}")
     ck.ok("set_up", base_status.last_command_id == used[-1], f"last_command_id {base_status.last_command_id}")
     fz = Fuzzer(random.Random(seed), s, used)
-    advances: list[int] = []
     seen_log = list(base_log)
     from_seq = base_log[-1].seq + 1 if base_log else 1
     prev_truth = base_truth
@@ -769,7 +755,7 @@ def _fuzz(rig: PtyRig | InProcessRig, seed: int, frames: int, ck: Checks, counte
         sent += n
         s.settle()
         try:
-            prev_truth = _oracle(s, ck, base_status, base_rx, base_truth, prev_truth, seen_log, advances, from_seq)
+            prev_truth = _oracle(s, ck, base_status, base_rx, base_truth, prev_truth, seen_log, from_seq)
         except OracleError as e:
             ck.ok("rig_serves", False, f"after {sent} frames: {e}")
             break
@@ -780,7 +766,6 @@ def _fuzz(rig: PtyRig | InProcessRig, seed: int, frames: int, ck: Checks, counte
         {
             "frames": sent,
             "auth_batches": auth_batches,
-            "lockout_advances": len(advances),
             "log_rejections": sum(1 for e in new if e.event in REJECTIONS),
             "log_auth_entries": sum(1 for e in new if e.event in AUTH_EVENTS),
             "accepted_corrupted": len(s.accepted),
@@ -798,7 +783,6 @@ def _oracle(
     base_truth: SimGroundTruthAck,
     prev_truth: SimGroundTruthAck,
     seen_log: list[LogEntry],
-    advances: list[int],
     fuzz_from_seq: int,
 ) -> SimGroundTruthAck:
     truth = s.truth()
@@ -812,17 +796,14 @@ def _oracle(
         not s.accepted,
         f"fuzzed frames accepted: {Counter(s.accepted).most_common()}",
     )
-    st = _status_unlocked(s, advances)
+    st = _status(s)
     ck.ok(
         "nothing_accepted",
         st.last_command_id == base_status.last_command_id,
         f"last_command_id {base_status.last_command_id} -> {st.last_command_id}",
     )
-    if advances:
-        diff = [f for f in STABLE_STATUS if getattr(st, f) != getattr(base_status, f)]
-    else:
-        diff = [f for f in StatusAck.FIELDS if getattr(st, f) != getattr(base_status, f)]
-        ck.ok("therapy_unchanged", truth.time_ms == base_truth.time_ms, "time moved without an advance")
+    diff = [f for f in StatusAck.FIELDS if getattr(st, f) != getattr(base_status, f)]
+    ck.ok("therapy_unchanged", truth.time_ms == base_truth.time_ms, "time moved without an advance")
     ck.ok(
         "therapy_unchanged",
         not diff,
@@ -838,23 +819,15 @@ def _oracle(
         log[:old] == seen_log,
         f"entries already logged changed or were pushed out (oldest now {log[0].seq if log else None}, was {start})",
     )
-    allowed = REJECTIONS | (TIME_EVENTS if advances else frozenset())
-    odd = [e for e in log[old:] if e.event not in allowed]
+    odd = [e for e in log[old:] if e.event not in REJECTIONS]
     ck.ok("log_unchanged", not odd, f"new log entries that are not rejections: {odd[:5]}")
-    # Per key the pump holds, and for all other key ids (unsigned frames included)
-    # together: at most AUTH_MAX_FAILURES failures logged per lockout period.
-    periods = len(advances) + 1
-    per_key = Counter(
-        e.arg0 if e.arg0 in PERSON_KEYS else "other"
-        for e in log
-        if e.event in (LogEvent.AUTH_FAILED, LogEvent.REPLAY_REJECTED) and e.seq >= fuzz_from_seq
-    )
-    over = {k: n for k, n in per_key.items() if n > periods * AUTH_MAX_FAILURES}
+    # Time stands still, so no kind's budget has come back: at most the burst per kind.
+    per_kind = Counter(k for e in log if e.seq >= fuzz_from_seq and (k := _refusal_kind(e)) is not None)
+    over = {k: n for k, n in per_kind.items() if n > REFUSAL_LOG_BURST}
     ck.ok(
-        "auth_log_bounded",
+        "refusal_log_bounded",
         not over,
-        f"authentication failures logged one by one: {over} in {periods} lockout periods "
-        f"(at most {AUTH_MAX_FAILURES} a key a period)",
+        f"rejections logged beyond their budget: {over} (at most {REFUSAL_LOG_BURST} a kind while time stands still)",
     )
     seen_log[:] = log if log[:old] == seen_log else seen_log + log[old:]
     return truth

@@ -778,6 +778,9 @@ def _log_fields(entry) -> dict[str, Any]:
         e.CATHETER_STATE: (("old_catheter_state", enum(CatheterState)), ("catheter_state", enum(CatheterState))),
         e.THERAPY_RECOVERED: (("alarm", enum(AlarmId)), ("new_state", enum(TherapyState))),
         e.TIMED_BOLUS: (("timed_bolus", plain), ("result", enum(TimedBolusOutcome))),
+        # Failures and refusals beyond their kind's log budget, as a count (SR-056).
+        e.AUTH_FAILURES_SUMMARY: (("role", enum(Role)), ("count", plain)),
+        e.REFUSALS_SUMMARY: (("refused", enum(LogEvent)), ("count", plain)),
     }
     ev = entry.event
     out: dict[str, Any] = {

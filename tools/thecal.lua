@@ -212,6 +212,8 @@ local vs_LogEvent = {
     [28] = "CATHETER_REPLACED",
     [29] = "CATHETER_STATE",
     [30] = "TIMED_BOLUS",
+    [31] = "AUTH_FAILURES_SUMMARY",
+    [32] = "REFUSALS_SUMMARY",
 }
 
 local vs_msg_type = {

@@ -3,9 +3,10 @@
 Requirements are the `SR-NNN` rows of docs/safety-requirements.md. Results come from
 one or more pytest runs with `--trace-report FILE` (tests/conftest.py writes, for each
 test marked `@pytest.mark.req(...)`, its requirements and outcome). A requirement is
-verified when at least one of its tests passed and none failed. Exit status 1 when a
-requirement is not verified, a marked test failed, or a test names a requirement the
-document does not have.
+verified when at least one of its tests passed and none failed. A retired requirement
+(its text begins "Retired") keeps its row and number but needs no test, and no test may
+name it. Exit status 1 when a requirement is not verified, a marked test failed, or a
+test names a requirement the document does not have or has retired.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ class Requirement:
     hazard: str
     text: str
 
+    @property
+    def retired(self) -> bool:
+        return self.text.startswith("Retired")
+
 
 @dataclass(frozen=True)
 class Row:
@@ -35,6 +40,10 @@ class Row:
     @property
     def verified(self) -> bool:
         return bool(self.passed) and not self.failed
+
+    @property
+    def ok(self) -> bool:
+        return self.requirement.retired or self.verified
 
 
 class TraceError(ValueError):
@@ -78,6 +87,7 @@ def load_results(paths: list[str | Path]) -> dict[str, dict]:
 def matrix(requirements: list[Requirement], tests: dict[str, dict]) -> tuple[list[Row], list[str]]:
     """The rows, and the problems found (unknown requirement ids)."""
     known = {r.id for r in requirements}
+    retired = {r.id for r in requirements if r.retired}
     problems = []
     by_req: dict[str, dict[str, list[str]]] = {r.id: {"passed": [], "failed": [], "skipped": []} for r in requirements}
     for nodeid, t in sorted(tests.items()):
@@ -85,6 +95,8 @@ def matrix(requirements: list[Requirement], tests: dict[str, dict]) -> tuple[lis
             if rid not in known:
                 problems.append(f"{nodeid} names {rid}, which docs/safety-requirements.md does not have")
                 continue
+            if rid in retired:
+                problems.append(f"{nodeid} names {rid}, which docs/safety-requirements.md has retired")
             by_req[rid][t["outcome"]].append(nodeid)
     rows = [
         Row(r, tuple(by_req[r.id]["passed"]), tuple(by_req[r.id]["failed"]), tuple(by_req[r.id]["skipped"]))
@@ -101,7 +113,7 @@ def run_trace(requirements: str, results: list[str], as_json: bool) -> int:
         print(f"thecal trace: {e}")
         return 2
     rows, problems = matrix(reqs, tests)
-    bad = [r for r in rows if not r.verified]
+    bad = [r for r in rows if not r.ok]
     if as_json:
         print(
             json.dumps(
@@ -111,6 +123,7 @@ def run_trace(requirements: str, results: list[str], as_json: bool) -> int:
                             "id": r.requirement.id,
                             "hazard": r.requirement.hazard,
                             "verified": r.verified,
+                            "retired": r.requirement.retired,
                             "passed": list(r.passed),
                             "failed": list(r.failed),
                             "skipped": list(r.skipped),
@@ -125,7 +138,7 @@ def run_trace(requirements: str, results: list[str], as_json: bool) -> int:
         )
     else:
         for r in rows:
-            mark = "ok  " if r.verified else "FAIL"
+            mark = "ret " if r.requirement.retired else "ok  " if r.verified else "FAIL"
             print(f"{mark} {r.requirement.id}  {r.requirement.hazard}")
             for t in r.passed:
                 print(f"       passed   {t}")
@@ -133,12 +146,14 @@ def run_trace(requirements: str, results: list[str], as_json: bool) -> int:
                 print(f"       FAILED   {t}")
             for t in r.skipped:
                 print(f"       skipped  {t}")
-            if not (r.passed or r.failed or r.skipped):
+            if not (r.passed or r.failed or r.skipped or r.requirement.retired):
                 print("       (no test)")
         for p in problems:
             print(f"ERROR {p}")
+        live = [r for r in rows if not r.requirement.retired]
         print(
-            f"\n{len(rows) - len(bad)} of {len(rows)} requirements verified by a passing HIL test"
+            f"\n{len(live) - len(bad)} of {len(live)} requirements verified by a passing HIL test"
+            + (f" ({len(rows) - len(live)} retired)" if len(live) < len(rows) else "")
             + (f"; not verified: {', '.join(r.requirement.id for r in bad)}" if bad else "")
         )
     return 1 if bad or problems else 0
