@@ -111,6 +111,7 @@ AUTH_EXAMPLE = "HELLO/signed-clinician"
 
 def _constants() -> dict[str, Callable[[], str]]:
     host_max = max(max_size(c.SCHEMA) for t, c in REGISTRY.items() if t >= 0x40)
+    largest = max(max_size(c.SCHEMA) for c in REGISTRY.values())
     values: dict[str, Any] = {
         "PROTOCOL_VERSION": framing.PROTOCOL_VERSION,
         "HEADER_SIZE": framing.HEADER_SIZE,
@@ -130,6 +131,8 @@ def _constants() -> dict[str, Callable[[], str]]:
         "HOST_MAX_PAYLOAD": messages.HOST_MAX_PAYLOAD,
         "HOST_MAX_BODY": messages.HOST_MAX_BODY,
         "HOST_LARGEST_PAYLOAD": host_max,
+        "LARGEST_PAYLOAD": largest,
+        "LARGEST_MESSAGES": ", ".join(c.NAME for c in REGISTRY.values() if max_size(c.SCHEMA) == largest),
         "NONE_U64": f"0x{NONE_U64:016X}",
         "NAK_TYPE": f"0x{messages.Nak.TYPE:02X}",
         "PUMP_LINK_RANGE": _range_text(*PUMP_LINK_RANGE),

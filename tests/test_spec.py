@@ -174,7 +174,7 @@ def test_every_family_range_is_listed():
 
 def test_constants_are_rendered_from_the_code():
     sizes = section(SPEC_TEXT, "### Sizes")
-    assert f"| payload (`MAX_PAYLOAD`) | {framing.MAX_PAYLOAD} |" in sizes
+    assert f"| payload (`MAX_PAYLOAD`, the largest payload of any message) | {framing.MAX_PAYLOAD} |" in sizes
     assert f"| COBS-encoded body (`MAX_ENCODED`) | {framing.MAX_ENCODED} |" in sizes
     assert f"| a whole frame on the wire, with both delimiters | {framing.MAX_ENCODED + 2} |" in sizes
     crc = section(SPEC_TEXT, "### CRC-32")
@@ -356,3 +356,27 @@ def test_the_protocol_is_the_bottom_layer():
         assert not above, (name, above)
     graph = {name: {m for m in imports(module) if m in proto and m != name} for name, module in proto.items()}
     assert cycles(graph) == []
+
+
+def test_max_payload_is_the_largest_message_with_no_headroom():
+    """SPEC.md's Sizes: MAX_PAYLOAD is exactly the largest payload of any message, HOST_RX
+    relaying a whole host-link body. (It was twice that once: a receiver buffered for
+    messages that cannot exist.)"""
+    from protocol.messages import HOST_MAX_BODY, HostRx
+
+    largest = max(max_size(c.SCHEMA) for c in REGISTRY.values())
+    assert framing.MAX_PAYLOAD == largest == max_size(HostRx.SCHEMA) == 8 + 2 + HOST_MAX_BODY
+    biggest = HostRx(time_ms=1, frame=bytes(HOST_MAX_BODY))
+    assert len(framing.encode_body(HostRx.TYPE, 1, biggest.encode_payload())) <= framing.MAX_BODY
+    sizes = section(SPEC_TEXT, "### Sizes")
+    assert f"exactly the largest payload a message of this version can have, {largest}" in sizes.replace("\n", " ")
+    assert "no headroom" in sizes.lower()
+
+
+def test_the_cobs_vectors_the_spec_names_exist():
+    import json
+
+    names = {v["name"] for v in json.loads(VECTORS_PATH.read_text(encoding="utf-8"))}
+    cobs_text = section(SPEC_TEXT, "### COBS")
+    named = set(re.findall(r"`(HOST_TX/[\w-]+)`", cobs_text))
+    assert named and named <= names
