@@ -27,11 +27,11 @@ from typing import Any
 import construct as cs
 
 from . import framing, messages
-from .auth import KEY_SIZE
+from .auth import COUNTER_MAX, KEY_SIZE
 from .codes import FrameFlag, Role
 from .framing import FrameErrorKind
 from .messages import REGISTRY
-from .schema import FAMILY_RANGES, HOST_LINK_RANGE, NONE_U64, PUMP_LINK_RANGE, max_size
+from .schema import FAMILY_RANGES, HOST_LINK_RANGE, NONE_I32, NONE_U32, NONE_U64, PUMP_LINK_RANGE, max_size
 from .spec_types import (
     _int_name,
     _range_text,
@@ -128,12 +128,16 @@ def _constants() -> dict[str, Callable[[], str]]:
         "CRC_CHECK": f"0x{zlib.crc32(b'123456789'):08X}",
         "AUTH_FLAG": f"0x{int(FrameFlag.AUTH):02X}",
         "KEY_SIZE": KEY_SIZE,
+        # (the counter read as microseconds, in Julian years)
+        "COUNTER_YEARS": f"{round(COUNTER_MAX / 1e6 / (365.25 * 86_400), -3):,.0f}",
         "HOST_MAX_PAYLOAD": messages.HOST_MAX_PAYLOAD,
         "HOST_MAX_BODY": messages.HOST_MAX_BODY,
         "HOST_LARGEST_PAYLOAD": host_max,
         "LARGEST_PAYLOAD": largest,
         "LARGEST_MESSAGES": ", ".join(c.NAME for c in REGISTRY.values() if max_size(c.SCHEMA) == largest),
         "NONE_U64": f"0x{NONE_U64:016X}",
+        "NONE_U32": f"0x{NONE_U32:08X}",
+        "NONE_I32": NONE_I32,
         "NAK_TYPE": f"0x{messages.Nak.TYPE:02X}",
         "PUMP_LINK_RANGE": _range_text(*PUMP_LINK_RANGE),
         "HOST_LINK_RANGE": _range_text(*HOST_LINK_RANGE),

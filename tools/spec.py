@@ -17,14 +17,22 @@ from typing import Any
 from protocol import spec as protocol_spec
 from protocol.vectors import VECTORS_PATH, build_vectors, render_vectors
 
+from . import spec_driven, spec_firmware
+
 ROOT = protocol_spec.HERE.parent
 SPEC_PATH = protocol_spec.SPEC_PATH
 __all__ = ["SPEC_PATH", "VECTORS_PATH", "main", "render", "stale_files"]
 
 
 def chapters() -> dict[str, Callable[[], str]]:
-    """The placeholders of spec_template.md that the host side fills."""
-    return {}
+    """The placeholders of spec_template.md that the host side fills: from the firmware's
+    and the emulator's declarations, and from driving the firmware. A name both define is
+    an error, as is one the protocol defines too."""
+    declared, driven = spec_firmware.chapters(), spec_driven.chapters()
+    both = declared.keys() & driven.keys()
+    if both:
+        raise KeyError(f"chapters defined twice: {sorted(both)}")
+    return {**declared, **driven}
 
 
 def render(vectors: list[dict[str, Any]] | None = None) -> str:
