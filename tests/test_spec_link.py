@@ -504,3 +504,16 @@ def test_nothing_goes_out_before_the_controller_committed():
     nvm.broken = False
     out = [i.message for i in codec.MessageDecoder().feed(ctl.feed(b""))]
     assert any(isinstance(m, SleepUntil) for m in out)  # what was held back goes out after the commit
+
+
+def test_a_starting_controller_asks_hw_info_again_every_retry_period():
+    from firmware.controller import HW_INFO_RETRY_MS
+
+    assert f"asks again every {HW_INFO_RETRY_MS} ms" in SPEC_TEXT
+    bench = spec_driven.in_state(TherapyState.BOOT)
+    port = bench.pump.rig.port
+    before = port.lost
+    bench.pump.advance(3 * HW_INFO_RETRY_MS)
+    assert port.lost - before == 3
+    reply = bench.ask(Status())
+    assert isinstance(reply, Nak) and reply.reason is NakReason.BUSY

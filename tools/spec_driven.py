@@ -135,13 +135,16 @@ class _HwInfoLost(InProcessPort):
     def __init__(self, port: InProcessPort) -> None:
         super().__init__(port.factory)
         self._rx = codec.MessageDecoder(PUMP_LINK_TYPES)
+        self.lost = 0  # HW_INFO frames lost: one per HW_INFO_REQUEST the controller sent
 
     def write(self, data: bytes) -> None:
-        kept = (
-            codec.encode(item.message, item.frame.seq)
-            for item in self._rx.feed(data)
-            if isinstance(item, codec.Received) and not isinstance(item.message, HwInfo)
-        )
+        kept = []
+        for item in self._rx.feed(data):
+            if isinstance(item, codec.Received):
+                if isinstance(item.message, HwInfo):
+                    self.lost += 1
+                else:
+                    kept.append(codec.encode(item.message, item.frame.seq))
         super().write(b"".join(kept))
 
 
