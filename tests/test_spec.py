@@ -64,6 +64,11 @@ def test_no_placeholder_is_left_unfilled():
     assert "{{" not in SPEC_TEXT and "}}" not in SPEC_TEXT
 
 
+def test_every_host_side_chapter_has_a_place_in_the_template():
+    used = set(re.findall(r"\{\{([A-Z0-9_]+)\}\}", spec.TEMPLATE_PATH.read_text(encoding="utf-8")))
+    assert set(tools_spec.chapters()) <= used
+
+
 def test_an_unknown_placeholder_is_an_error(tmp_path, monkeypatch):
     bad = tmp_path / "template.md"
     bad.write_text("# x\n\n{{NO_SUCH_SECTION}}\n", encoding="utf-8")

@@ -233,6 +233,8 @@ def test_simulation_requests_are_checked_type_then_key_then_counter_then_payload
     assert _sim_answer(SimAdvance.TYPE, advance, Role.SIM, FRESH, pump) == "ACK"
     assert _sim_answer(SimAdvance.TYPE, b"", Role.SIM, FRESH, pump) == "NAK REPLAYED"  # counter before payload
     assert _sim_answer(SimAdvance.TYPE, b"", Role.SIM, FRESH + 1, pump) == "NAK BAD_LENGTH"
+    # and the other way round: the controller holds no sim key (check 13, not 15)
+    assert _sim_answer(Status.TYPE, b"", Role.SIM, FRESH + 2, pump) == "NAK AUTH_FAILED"
 
 
 # ---------------------------------------------------------------- counters for a new host

@@ -24,7 +24,6 @@ from firmware.board.druglib import DEFAULT_LIBRARY, load_library
 from firmware.commands import RECENT_COMMANDS
 from firmware.config import FirmwareConfig
 from firmware.controller import HW_INFO_RETRY_MS, KICK_PERCENT
-from firmware.host import LOG_PAGE_MAX
 from firmware.nvm import RING_HISTORY, RING_LOG, SCALARS
 from firmware.prescription import fmt_dose
 from firmware.rules.recovery import DEFAULTS, HOLD_ONLY, Policy
@@ -280,7 +279,6 @@ def _scalars() -> dict[str, str]:
     cfg, m = CONFIG, MODEL
     values: dict[str, object] = {
         "IDLE_TIMEOUT_S": f"{EmulatorOptions.idle_timeout_s:g}",
-        "WATCHDOG_WINDOW_MS": m.watchdog_window_ms,
         "WATCHDOG_WINDOW": _ms(m.watchdog_window_ms),
         "MAX_STROKES_PER_RUN": m.max_strokes_per_run,
         "MIN_STROKE_INTERVAL_MS": m.min_stroke_interval_ms,
@@ -288,11 +286,9 @@ def _scalars() -> dict[str, str]:
         "HW_INFO_RETRY_MS": HW_INFO_RETRY_MS,
         "KICK_PERCENT": KICK_PERCENT,
         "RECENT_COMMANDS": RECENT_COMMANDS,
-        "LOG_PAGE_MAX": LOG_PAGE_MAX,
         "REFILL_DISCREPANCY_SMALL": _ml(cfg.refill_discrepancy_small_ul * 1000),
         "REFILL_DISCREPANCY_LARGE": _ml(cfg.refill_discrepancy_large_ul * 1000),
         "SMALL_PUMP": _ml(SMALL_PUMP_NL),
-        "EMPTY_RESERVOIR_UL": cfg.empty_reservoir_ul,
         "RESERVOIR_CAPACITY_UL": m.reservoir_capacity_ul,
         "DRUG_LIBRARY": drug_library_path(),
         "THERAPY_STOPPED_AFTER": _ms(cfg.therapy_stopped_alarm_ms),
