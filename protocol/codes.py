@@ -49,7 +49,7 @@ class TherapyState(IntEnum):
     STOPPED = 1  # no delivery; a prescription may be programmed and therapy started
     RUNNING = 2  # basal delivery per the prescription; boluses may be given
     REFILL = 3  # delivery paused between REFILL_BEGIN and REFILL_COMPLETE
-    HALTED = 4  # delivery stopped by a fault; a person must intervene
+    HALTED = 4  # delivery stopped by a high-priority alarm, until no alarm holds therapy (see Leaving HALTED)
 
 
 class AlarmId(IntEnum):

@@ -633,7 +633,40 @@ def build_vectors() -> list[dict[str, Any]]:
         )
     )
 
+    out += _cobs_run_vectors()
     out += _negative_vectors()
+    return out
+
+
+def _zero_free_runs(data: bytes) -> list[int]:
+    return [len(run) for run in data.split(b"\x00")]
+
+
+def _cobs_run_vectors() -> list[dict[str, Any]]:
+    """Frames whose bodies hold runs of 254 and more non-zero bytes, the case where COBS
+    writes a full block (code 0xFF) that no 0x00 follows. A real host-link body always
+    holds a zero (unsigned flags, a short length's high byte), so these are HOST_TX frames
+    whose blob, which the pump hardware passes on without looking inside, is made up."""
+    out = []
+    # (name, blob length): 250 makes blob + CRC exactly one 254-byte run ending the body
+    # (after the zero high byte of its u16 length); 300 makes a 310-byte run from the seq
+    # to the end, a full block and then part of one.
+    for name, n in (("HOST_TX/cobs-run-254-at-end", 250), ("HOST_TX/cobs-run-over-254", 300)):
+        msg = HostTx(frame=bytes(i % 255 + 1 for i in range(n)))
+        # The first seq whose two bytes and whose body's CRC hold no zero (deterministic).
+        seq = next(
+            s
+            for s in range(0x0101, 0x10000)
+            if 0 not in struct.pack("<H", s) and 0 not in codec.encode_to_body(msg, s)[-4:]
+        )
+        v = _frame_vector(name, msg, seq)
+        body = bytes.fromhex(v["body_hex"])
+        runs = _zero_free_runs(body)
+        if n == 250:
+            assert runs[-1] == 254, runs  # the run ends the body: 0xFF + 254 bytes, no 0x01 after
+        else:
+            assert max(runs) > 254, runs
+        out.append(v)
     return out
 
 

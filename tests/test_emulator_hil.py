@@ -241,7 +241,7 @@ def test_host_garbage_never_crashes_and_the_next_frame_is_served(procs, tmp_path
 @pytest.mark.req("SR-032")
 def test_bug_oversize_host_frame_killed_the_emulator(procs, tmp_path):
     """Bug: an intact host frame too long for HOST_RX (payload over 1024 bytes, within
-    the framing's 2048) raised EncodeError in the relay and the emulator process died.
+    the framing's MAX_PAYLOAD) raised EncodeError in the relay and the emulator process died.
     Now it is answered NAK BAD_LENGTH."""
     emu = procs.emulator(model=model(tmp_path))
     procs.controller(emu, [])

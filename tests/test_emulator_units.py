@@ -897,7 +897,7 @@ def test_rig_survives_host_garbage_and_serves_the_next_frame():
 
 def test_bug_oversize_host_frame_crashed_the_relay():
     """Bug: an intact host frame longer than a relay can carry (payload over 1024 bytes,
-    up to the framing's 2048) went into HOST_RX and the emulator died with EncodeError.
+    up to the framing's MAX_PAYLOAD) went into HOST_RX and the emulator died with EncodeError.
     Now it is answered NAK BAD_LENGTH and the next frame is served."""
     h = RigHost(small_model())
     big = encode_frame(Status.TYPE, 77, b"\x00" * (HOST_MAX_BODY - 10))

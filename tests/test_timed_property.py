@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from fractions import Fraction
-from math import ceil
+from math import ceil, floor
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,10 +38,10 @@ def least_limit_ng(basal, timed, conc: int) -> int:
     day = sum((Fraction(r * (e - s), 86_400) for (s, r), e in zip(basal, ends, strict=True)), Fraction(0))
     top = max(r for _, r in basal)
     stroke = STROKE_NL * conc
-    given_ = [
-        Fraction(max(d * FG_PER_NG, max(1, round(Fraction(d * FG_PER_NG, stroke))) * stroke), FG_PER_NG)
-        for _, d, _ in timed
-    ]
+    # Whole strokes nearest the dose, a half rounded up as the pump does (Python's round()
+    # rounds it to even: 252.5 strokes gave 252, one stroke less than the pump's 253).
+    nearest = [max(1, floor(Fraction(d * FG_PER_NG, stroke) + Fraction(1, 2))) for _, d, _ in timed]
+    given_ = [Fraction(max(d * FG_PER_NG, n * stroke), FG_PER_NG) for (_, d, _), n in zip(timed, nearest, strict=True)]
     again = max(g + Fraction(top * t, 86_400) for g, (_, _, t) in zip(given_, timed, strict=True))
     return ceil(day + Fraction(top, 1440) + Fraction(stroke, FG_PER_NG) + sum(given_) + again)
 

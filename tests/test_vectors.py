@@ -201,3 +201,33 @@ def test_rejected_vector_gives_its_nak_reason(v):
     if "key_id" in v:  # the signature is fine: only the payload is wrong
         role = Role(v["key_id"])
         assert FrameVerifier({role: TEST_KEYS[role]}).check(item.frame).ok
+
+
+# ---------------------------------------------------------------- COBS's full block
+
+
+def _cobs_blocks(wire: bytes) -> list[int]:
+    """The code bytes of one frame's COBS encoding (between its delimiters)."""
+    seg = wire[1:-1]
+    codes, i = [], 0
+    while i < len(seg):
+        codes.append(seg[i])
+        i += seg[i]
+    return codes
+
+
+def test_the_cobs_run_vectors_pin_down_the_full_block():
+    named = {v["name"]: v for v in OK}
+    at_end = named["HOST_TX/cobs-run-254-at-end"]
+    body = bytes.fromhex(at_end["body_hex"])
+    assert len(body.split(b"\x00")[-1]) == 254  # exactly 254 non-zero bytes end the body
+    codes = _cobs_blocks(bytes.fromhex(at_end["wire_hex"]))
+    assert codes[-1] == 0xFF  # the last block is full, and no 0x01 block follows it
+    over = named["HOST_TX/cobs-run-over-254"]
+    body = bytes.fromhex(over["body_hex"])
+    assert max(len(r) for r in body.split(b"\x00")) > 254
+    codes = _cobs_blocks(bytes.fromhex(over["wire_hex"]))
+    full = codes.index(0xFF)
+    assert full < len(codes) - 1 and codes[full + 1] != 0xFF  # a full block inside the body, then the rest
+    for v in (at_end, over):
+        assert codec.encode(REGISTRY[v["msg_type"]].from_dict(v["fields"]), v["seq"]).hex() == v["wire_hex"]

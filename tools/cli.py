@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_campaign_cli(args)
     if cmd == "spec":
-        from protocol.spec import main as spec_main
+        from .spec import main as spec_main
 
         return spec_main(write=args.write, check=args.check)
     if cmd == "events":

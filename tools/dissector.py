@@ -2,7 +2,7 @@
 protocol's own definitions.
 
 Every message type and field comes from protocol/messages.py (through the construct
-Struct of each message, as protocol/spec.py reads them), every value_string from the
+Struct of each message, as protocol/spec_types.py reads them), every value_string from the
 enums of protocol/codes.py, the sizes from protocol/framing.py and the record layout
 from emulator/capture.py, so the dissector cannot drift from the codec: the tests hold
 the committed file to what this module renders. The Lua that walks those tables (the
@@ -31,7 +31,7 @@ from protocol import framing
 from protocol.codes import FrameFlag, Role
 from protocol.messages import HOST_LINK_TYPES, REGISTRY, HostRx, HostTx, Message
 from protocol.schema import Array, Blob, BoolField, EnumField, Record, Text
-from protocol.spec import enums
+from protocol.spec_types import enums
 from tools.decode import TYPE_CODE_FIELDS
 
 HERE = Path(__file__).resolve().parent

@@ -57,6 +57,7 @@ class LocalPump:
         state_dir: str | Path | None = None,
         split: bool = False,
         idle_timeout_s: float = 2.0,
+        drug_library: str | Path | None = None,
     ) -> None:
         self.proc: subprocess.Popen | None = None
         self._out: list[bytes] = []
@@ -74,13 +75,15 @@ class LocalPump:
             self._master, self._slave, path = open_pty()
             port: Any = PtyPort(self._master)
             argv = [sys.executable, "-m", "tools.cli", "firmware", "--port", path, "--state-dir", str(state_dir)]
+            if drug_library is not None:
+                argv += ["--drug-library", str(drug_library)]
             self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
                 [*argv, "--exit-on-stdin-eof"],
                 stdin=subprocess.PIPE,
                 start_new_session=True,
             )
         else:
-            factory = ControllerFactory(self.keys, state_dir)
+            factory = ControllerFactory(self.keys, state_dir, drug_library=drug_library)
             self.nvm = factory.nvm
             port = InProcessPort(factory)
         self.rig = Rig(
@@ -174,6 +177,15 @@ class LocalPump:
         self.rig.host_bytes(codec.encode(msg, self._seq, self._signers[role]))
         return self._collect(self._seq)
 
+    def send_wire(self, wire: bytes, seq: int) -> Message | None:
+        """Bytes as a host wrote them (any frame, however broken); the answer with this
+        seq, or None when there is none."""
+        self.rig.host_bytes(wire)
+        try:
+            return self._collect(seq)
+        except NoAnswerInProcess:
+            return None
+
     def advance(self, ms: int) -> None:
         self.rig.advance(ms)
         self._collect(None)
@@ -189,8 +201,12 @@ class LocalPump:
                 elif item.frame.seq == seq:
                     reply = item.message
         if seq is not None and reply is None:
-            raise RuntimeError("no answer from the in-process pump")
+            raise NoAnswerInProcess("no answer from the in-process pump")
         return reply
+
+
+class NoAnswerInProcess(RuntimeError):
+    """A request the in-process pump did not answer."""
 
 
 @dataclass
