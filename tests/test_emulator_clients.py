@@ -162,8 +162,8 @@ def test_three_host_clients_at_once_each_answer_reaches_its_sender_and_events_re
 
 
 def signed_status(keys, role: Role, n: int) -> list[bytes]:
-    """n STATUS requests, each fresh (a replayed one is refused before the firmware sees
-    it and counts toward the key's lockout)."""
+    """n STATUS requests, each fresh (a replayed one is refused before the firmware does
+    its work, and answered only within the key id's NAK budget)."""
     s = signer(keys, role)
     return [codec.encode(Status(), i & 0xFFFF, s) for i in range(1, n + 1)]
 

@@ -327,8 +327,8 @@ def test_state_dir_refuses_keys_readable_by_others(tmp_path):
 
 def test_state_dir_never_regenerates_keys_the_firmware_already_holds(tmp_path):
     """A deleted keys.json was silently regenerated while the firmware kept the old keys
-    in its NVM: every command then failed authentication and counted toward the lockout,
-    with no hint why. Now it is refused, saying how to re-provision."""
+    in its NVM: every command then failed authentication (and, then, counted toward a
+    lockout), with no hint why. Now it is refused, saying how to re-provision."""
     sd = StateDir(tmp_path / "sd")
     sd.keys()
     (sd.path / FIRMWARE_NVM).write_bytes(b"\x00" * 64)

@@ -57,7 +57,7 @@ def bench_flood(frames: int = 600_000) -> dict[str, Any]:
 
             def signed(role: Role) -> list[bytes]:
                 # Each frame fresh (a replayed one would be refused before the firmware
-                # saw it, and count toward the key's lockout).
+                # did its work, and answered only within the key id's NAK budget).
                 s = FrameSigner(role, keys[role], counter=counter)
                 return [codec.encode(Status(), i & 0xFFFF, s) for i in range(frames)]
 

@@ -73,7 +73,7 @@ NVM_CONTENTS: dict[str, str] = {
     "limits": "the patient-bolus lockout's end, the last command id and the recent command ids",
     "auth_counters": "per key, the last counter accepted (replay protection)",
     "keys": "the keys provisioned at the first start",
-    "auth_lockouts": "per key, recent authentication failures and the lockout's end",
+    "auth_lockouts": "retired, never written: keys are not locked out (its id and place are kept)",
     "timed": "the latest timed bolus dealt with (each is given or missed once)",
     RING_HISTORY[0]: "drug delivered per minute over the last 24 h (the rolling 24 h hard limit)",
     RING_LOG[0]: "the event log's entries",
