@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.codes import MotorState
 
-from .state import StateDir, StateError, refused, validate_pump
+from .state import FRESH_ADVICE, StateDir, StateError, refused, validate_pump
 
 CHECKPOINT_FILE = "pump.ckpt"
 MAGIC = b"THECALCK"
@@ -292,7 +292,7 @@ def load_state(sd: StateDir, journal: Journal) -> dict[str, Any] | None:
         if newest is not None:
             raise StateError(
                 f"{sd.pump_file} is missing, but {journal.path.name} holds a pump's state: restore pump.json, or "
-                "move the state directory away to start a fresh pump"
+                + FRESH_ADVICE
             )
         return None
     # Numbers go on from the newest of either, so that every later slot is newer than both.

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.codes import Role
+from protocol.codes import ResetCause, Role
 
 from .capture import Capture
 from .clock import RealtimeClock
@@ -52,6 +52,10 @@ class EmulatorOptions:
     seed: int = 0
     start: str = DEFAULT_START
     exit_on_stdin_eof: bool = False
+    # Factory-new pump hardware: pump.json and pump.ckpt set aside, and the controller told
+    # by POWER_ON's reset cause HARDWARE_REPLACED (the user's way past a damaged or lost
+    # pump.json beside a firmware that has run).
+    new_hardware: bool = False
     capture: str | None = None
     capture_wall_time: bool = True
     idle_timeout_s: float = 2.0
@@ -159,8 +163,10 @@ class Emulator:
         written. Returns the host port's path and the pump link's (split mode)."""
         o = self.opts
         sd = self.state_dir
+        if o.new_hardware:  # before the checkpoint is opened: its slots are the old hardware's
+            sd.set_aside(sd.pump_file.name, CHECKPOINT_FILE)
         self.journal = Journal(sd.path / CHECKPOINT_FILE, fallback=sd.save_pump)
-        state = load_state(sd, self.journal)
+        state = None if o.new_hardware else load_state(sd, self.journal)
         rtc_epoch = parse_start(o.start) if o.start != DEFAULT_START else DEFAULT_RTC_EPOCH_S
         self.host_master, self.host_slave, host_path = open_pty()
         self.host = HostEndpoints(self.host_master, self.state_dir.path / SOCKET_NAME, self._report)
@@ -194,6 +200,8 @@ class Emulator:
             journal=self.journal,
         )
         self.rig.hw.rtc_epoch_s = state["rtc_epoch_s"]
+        if o.new_hardware:
+            self.rig.hw.pending_cause = ResetCause.HARDWARE_REPLACED
         if o.clock == "realtime":
             self.rig.speed_milli = max(1, round(o.speed * 1000))
         self._advertised = advertised

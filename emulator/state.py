@@ -34,6 +34,12 @@ from protocol.keyfile import ROLE_NAMES, dumps_keys
 FIRMWARE_NVM = "firmware-nvm.bin"
 
 
+FRESH_ADVICE = (
+    "start on new pump hardware with --new-hardware (the firmware is told, and trusts nothing physical it remembered), "
+    "or move the state directory away to start a whole new pump"
+)
+
+
 class StateError(RuntimeError):
     pass
 
@@ -208,10 +214,18 @@ class StateDir:
         would be a different pump than the one it thinks it drives)."""
         return self.load_pump_and_seq()[0]
 
+    def set_aside(self, *names: str) -> None:
+        """New hardware: the old hardware's files renamed NAME.replaced (an earlier one of
+        that name goes), so what it was is still there to look at."""
+        for name in names:
+            path = self.path / name
+            if path.exists():
+                os.replace(path, path.with_name(name + ".replaced"))
+
     def load_pump_and_seq(self) -> tuple[dict[str, Any] | None, int]:
         """load_pump, and the checkpoint sequence number pump.json is as new as (0 when
         it names none): a checkpoint slot with a higher number is newer."""
-        fresh = "move the state directory away to start a fresh pump"
+        fresh = FRESH_ADVICE
         try:
             data = json.loads(self.pump_file.read_text())
         except FileNotFoundError:

@@ -1,5 +1,5 @@
 """Power-on: restore from NVM, then doubt it, and the pump's time, against the hardware's
-counters (SR-015, SR-034, SR-035, SR-042, SR-044).
+counters (SR-015, SR-034, SR-035, SR-042, SR-044), or as told (SR-057).
 
 POWER_ON is the one message that cannot arrive stale after a reset: it carries the
 pump's time, real-time clock, boot count and odometer. From them, and what NVM held:
@@ -15,7 +15,7 @@ pump's time, real-time clock, boot count and odometer. From them, and what NVM h
 
 from __future__ import annotations
 
-from protocol.codes import AlarmId, LogEvent, ResetCause
+from protocol.codes import AlarmId, LogEvent, ResetCause, TherapyState
 from protocol.messages import PowerOn
 
 from .nvm import NvmFault
@@ -56,6 +56,9 @@ def power_on(p: Parts, persist: Persist, msg: PowerOn) -> int | None:
         nvm_odometer=p.guard.odometer,
         unreported_bound=p.guard.unreported_bound(p.clock.now_ms),
     )
+    if msg.reset_cause is ResetCause.HARDWARE_REPLACED and not saved.blank:
+        _hardware_replaced(p, persist, msg)
+        return None
     outdated = memory.outdated(facts)
     if outdated is not None:
         out.record(LogEvent.NVM_OUTDATED, int(outdated.proof), outdated.by)
@@ -82,6 +85,28 @@ def _hardware_went_back(p: Parts, saved: Saved, verdict: clock_rule.TimeVerdict,
         out.record(LogEvent.ODOMETER_WENT_BACK, known, msg.odometer_strokes)
     p.guard.rebase(msg.odometer_strokes)
     p.supervisor.latch(AlarmId.CLOCK_ERROR)
+
+
+def _hardware_replaced(p: Parts, persist: Persist, msg: PowerOn) -> None:
+    """SR-057: the hardware says it is new (its state was lost or it was replaced), so
+    nothing physical the controller remembers is taken on trust: the reservoir is not known
+    until a fill is recorded, the catheter's contents are not known (its volume is kept),
+    the odometer is counted afresh, and a pump that was delivering is stopped, not resumed
+    on a guess (the stopped-pump reminder follows). Time and local time go on from where
+    they were; no clock alarm, since the cause is known. The prescription, the delivery
+    history (the 24 h limit) and the log are the controller's own and stay."""
+    out = p.outbox
+    out.record(LogEvent.HARDWARE_REPLACED, msg.boot_count, (p.guard.odometer or 0) & 0xFFFFFFFF)
+    p.guard.rebase(msg.odometer_strokes)
+    e = p.engine
+    e.reservoir.fill = None
+    e.reservoir.volume_nl = 0
+    e.catheter = None  # made again at HW_INFO from the prescription's volume: contents unknown
+    s = p.supervisor
+    s.resume_running = False
+    if s.saved_state in (TherapyState.RUNNING, TherapyState.REFILL):
+        s.saved_state = TherapyState.STOPPED
+    persist.rewrite_all(p)
 
 
 def _faults(p: Parts, persist: Persist, faults: list[NvmFault]) -> None:

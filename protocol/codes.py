@@ -83,6 +83,7 @@ class ResetCause(IntEnum):
     BROWNOUT = 4  # battery fell below the brown-out level
     SOFTWARE = 5  # the controller asked for a reset
     PROCESS_RESTART = 6  # split mode: the controller process was restarted
+    HARDWARE_REPLACED = 7  # the pump hardware lost its state or was replaced: nothing physical carries over
 
 
 class WakeReason(IntEnum):
@@ -230,3 +231,4 @@ class LogEvent(IntEnum):
     TIMED_BOLUS = 30  # arg0 the timed bolus's index (0 = the first), arg1 what became of it (TimedBolusOutcome)
     AUTH_FAILURES_SUMMARY = 31  # arg0 key id (Role) or 0 (unsigned, not held), arg1 failures not logged one by one
     REFUSALS_SUMMARY = 32  # arg0 the refusal counted (LogEvent), arg1 how many were not logged one by one
+    HARDWARE_REPLACED = 33  # arg0 the hardware's boot count, arg1 strokes the controller had counted (low 32 bits)

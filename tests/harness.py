@@ -646,29 +646,35 @@ def _start_pump(
     seed: int | None,
     state_dir: Path | None = None,
     files: dict[str, Path] | None = None,
+    emulator_args: Sequence[str] = (),
 ) -> PumpHost:
     if split is None:
         split = DEFAULT_SPLIT
     files = files or {}
     fw = None
     if split:
-        emu = procs.emulator(split=True, model=model, seed=seed, state_dir=state_dir)
+        emu = procs.emulator(*emulator_args, split=True, model=model, seed=seed, state_dir=state_dir)
         fw = procs.firmware(emu, args=[a for k, f in files.items() for a in (f"--{k}", str(f))])
     else:
         # (`thecal emulator` names the in-process firmware's settings --firmware-config.)
         opts = [a for k, f in files.items() for a in ("--firmware-config" if k == "config" else f"--{k}", str(f))]
-        emu = procs.emulator(*opts, split=False, firmware=True, model=model, seed=seed, state_dir=state_dir)
+        emu = procs.emulator(
+            *opts, *emulator_args, split=False, firmware=True, model=model, seed=seed, state_dir=state_dir
+        )
     host = PumpHost(emu.sim, emu, fw, model)
     host.seed = seed
     host.firmware_files = files
     return host
 
 
-def restart_pump(procs: Procs, pump: PumpHost, edit: Callable[[Path], None] | None = None) -> PumpHost:
+def restart_pump(
+    procs: Procs, pump: PumpHost, edit: Callable[[Path], None] | None = None, emulator_args: Sequence[str] = ()
+) -> PumpHost:
     """Stop the pump's processes cleanly (the emulator saves its state, the firmware's NVM
     is committed), let `edit` change the state directory (put back an older pump.json, an
-    older or a blank NVM file), then start them again on it in the same mode. Returns the
-    PumpHost of the new processes (a new client on the new host port)."""
+    older or a blank NVM file), then start them again on it in the same mode, the emulator
+    with `emulator_args` too. Returns the PumpHost of the new processes (a new client on
+    the new host port)."""
     emu = pump.emulator
     if emu is None:
         raise HarnessError("this PumpHost was not made by firmware_pump")
@@ -681,6 +687,6 @@ def restart_pump(procs: Procs, pump: PumpHost, edit: Callable[[Path], None] | No
         raise HarnessError(f"emulator exited with {rc}; stderr:\n{emu.stderr}")
     if edit is not None:
         edit(emu.state_dir)
-    again = _start_pump(procs, pump.model, split, pump.seed, emu.state_dir, pump.firmware_files)
+    again = _start_pump(procs, pump.model, split, pump.seed, emu.state_dir, pump.firmware_files, emulator_args)
     again.command_id = pump.command_id  # a command id is never used twice
     return again

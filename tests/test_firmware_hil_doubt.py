@@ -15,8 +15,19 @@ import pytest
 
 from firmware.board.filenvm import NVM_FILE
 from protocol import codec
-from protocol.codes import AlarmId, BolusDecision, LogEvent, MemoryProof, NakReason, Priority, Role, TherapyState
+from protocol.codes import (
+    AlarmId,
+    BolusDecision,
+    CatheterState,
+    LogEvent,
+    MemoryProof,
+    NakReason,
+    Priority,
+    Role,
+    TherapyState,
+)
 from protocol.messages import BolusRequest, BolusRequestAck, ClinicianBolus, Prime
+from protocol.schema import NONE_U32
 from tests.harness import Procs, PumpHost, firmware_pump, restart_pump, send_frame
 from tools.client import Refused
 
@@ -145,6 +156,43 @@ def test_bug_pump_time_going_back_stopped_delivery_then_paid_it_out_as_a_burst(p
     # As far back as the firmware can tell: from the last time it committed (minutes
     # before the hardware's state was put back) to the older state's time.
     assert back_s - 5 * 60 <= back.arg0 <= back_s and 12 * 3_600 <= back_s
+
+
+@pytest.mark.req("SR-057")
+def test_a_lost_pump_json_restarted_on_new_hardware_is_stopped_and_trusts_nothing_physical(procs):
+    """Issue 13: pump.json lost beside a firmware that ran therapy is refused; the user
+    may start on new hardware instead, and the firmware is told (POWER_ON's reset cause):
+    it stops delivery rather than resume on a guess, takes the reservoir and the
+    catheter's contents as unknown, counts the odometer afresh, and raises no clock alarm
+    (the cause is known). Judged by ground truth: no stroke until a fill is recorded and
+    therapy started again, then basal at its rate."""
+    pump = running(procs)
+    sd = pump.emulator.state_dir
+    old_truth = pump.truth()
+    # Without the flag, the lost pump.json is refused (tests/test_emulator_hil.py); with it:
+    pump = restart_pump(procs, pump, lambda d: (d / "pump.json").unlink(), emulator_args=["--new-hardware"])
+    assert (sd / "pump.ckpt.replaced").exists() and (sd / "pump.json").exists()  # the old set aside, a new one
+    st = pump.status()
+    assert st.state is TherapyState.STOPPED
+    assert st.reservoir_nl == NONE_U32  # not known until a fill is recorded
+    assert st.catheter_state is CatheterState.UNKNOWN
+    assert AlarmId.CLOCK_ERROR not in alarms(pump)
+    (told,) = events(pump, LogEvent.HARDWARE_REPLACED)
+    assert told.arg0 == 1 and told.arg1 == old_truth.strokes_total  # boot count; strokes it had counted
+    assert not events(pump, LogEvent.CLOCK_WENT_BACK) and not events(pump, LogEvent.NVM_OUTDATED)
+    fresh = pump.truth()
+    assert fresh.strokes_total == 0 and fresh.delivered_ng == 0  # factory-new hardware
+    with pytest.raises(Refused) as r:
+        pump.start()
+    assert r.value.reason is NakReason.WRONG_STATE
+    pump.advance(2 * HOUR)
+    assert pump.truth().strokes_total == 0  # nothing moved on a guess
+    pump.fill(FILL_NL, CONC)
+    pump.start()
+    t0 = pump.truth().delivered_ng
+    pump.advance(6 * HOUR)
+    per_6h = 2 * MG // 4
+    assert per_6h - 2 * STROKE_NG <= pump.truth().delivered_ng - t0 <= per_6h + 2 * STROKE_NG
 
 
 @pytest.mark.parametrize("blank", ["zero-length", "erased"])

@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--seed", type=int, default=0)
     emu.add_argument("--start", default="2026-01-01T00:00:00", help="local clock at simulated time 0")
     emu.add_argument("--exit-on-stdin-eof", action="store_true", help="for test harnesses")
+    emu.add_argument(
+        "--new-hardware",
+        action="store_true",
+        help="start on factory-new pump hardware (pump.json and pump.ckpt set aside), the firmware told so",
+    )
     emu.add_argument("--capture", help="write every frame on both links to this pcap file")
     emu.add_argument(
         "--no-capture-wall-time",
@@ -408,6 +413,7 @@ def _emulator(args: argparse.Namespace) -> int:
             seed=args.seed,
             start=args.start,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
+            new_hardware=args.new_hardware,
             capture=args.capture,
             capture_wall_time=args.capture_wall_time,
             idle_timeout_s=args.idle_timeout,
@@ -781,6 +787,7 @@ def _log_fields(entry) -> dict[str, Any]:
         # Failures and refusals beyond their kind's log budget, as a count (SR-056).
         e.AUTH_FAILURES_SUMMARY: (("role", enum(Role)), ("count", plain)),
         e.REFUSALS_SUMMARY: (("refused", enum(LogEvent)), ("count", plain)),
+        e.HARDWARE_REPLACED: (("boot_count", plain), ("counted_strokes", plain)),
     }
     ev = entry.event
     out: dict[str, Any] = {

@@ -98,6 +98,7 @@ local vs_ResetCause = {
     [4] = "BROWNOUT",
     [5] = "SOFTWARE",
     [6] = "PROCESS_RESTART",
+    [7] = "HARDWARE_REPLACED",
 }
 
 local vs_WakeReason = {
@@ -214,6 +215,7 @@ local vs_LogEvent = {
     [30] = "TIMED_BOLUS",
     [31] = "AUTH_FAILURES_SUMMARY",
     [32] = "REFUSALS_SUMMARY",
+    [33] = "HARDWARE_REPLACED",
 }
 
 local vs_msg_type = {
