@@ -31,11 +31,14 @@ from protocol.auth import AuthResult, FrameVerifier
 from protocol.codes import Fault, Link, NakReason, ResetCause, Role
 from protocol.errors import DecodeError
 from protocol.framing import (
+    OLDER_VERSIONS,
+    PROTOCOL_VERSION,
     Frame,
     FrameDecoder,
     FrameError,
     FrameErrorKind,
     frame_body,
+    in_version,
     wrap_body,
 )
 from protocol.messages import (
@@ -392,6 +395,18 @@ class Rig:
             rx = self._host_rx[client] = FrameDecoder(None)
         for item in rx.feed(data):
             if type(item) is FrameError:
+                if item.kind is FrameErrorKind.UNKNOWN_VERSION and item.version in OLDER_VERSIONS:
+                    # A host of an older version: told which one this pump speaks, in a
+                    # frame of its own version (the header and the NAK read the same).
+                    self._serving = (client, item.seq)
+                    try:
+                        detail = (
+                            f"protocol version {item.version} is not spoken here: this pump speaks {PROTOCOL_VERSION}"
+                        )
+                        self._nak(item.msg_type, item.seq, NakReason.UNSUPPORTED_VERSION, "", detail, item.version)
+                    finally:
+                        self._serving = None
+                    continue
                 if item.kind is FrameErrorKind.BAD_LENGTH and item.msg_type is not None:
                     # Intact but malformed: its header is trustworthy, so it gets its NAK.
                     self._serving = (client, item.seq)
@@ -474,13 +489,15 @@ class Rig:
             return client
         return serving[0] if serving is not None else None
 
-    def _reply(self, msg: Message, seq: int) -> None:
+    def _reply(self, msg: Message, seq: int, version: int = PROTOCOL_VERSION) -> None:
         body = codec.encode_to_body(msg, seq)
-        self._from_controller_to_host(body)
+        self._from_controller_to_host(body if version == PROTOCOL_VERSION else in_version(body, version))
 
-    def _nak(self, request_type: int, seq: int, reason: NakReason, field: str, detail: str) -> None:
+    def _nak(
+        self, request_type: int, seq: int, reason: NakReason, field: str, detail: str, version: int = PROTOCOL_VERSION
+    ) -> None:
         self.host_naks += 1
-        self._reply(codec.nak_for(request_type, reason, field, detail), seq)
+        self._reply(codec.nak_for(request_type, reason, field, detail), seq, version)
 
     # ------------------------------------------------------------ sim-control
 

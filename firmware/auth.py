@@ -78,6 +78,8 @@ class Auth:
             return None, None, ""
         if replayed:
             return None, NakReason.REPLAYED, "replay"
+        if v.result is AuthResult.COUNTER_OUT_OF_RANGE:
+            return None, NakReason.AUTH_FAILED, "counter at the top of its range (not stored): sign with a lower one"
         return None, NakReason.AUTH_FAILED, "authentication failed"
 
     # ------------------------------------------------------------ NVM

@@ -23,6 +23,11 @@ from .framing import AUTH_PREFIX, TAG_SIZE, Frame
 
 KEY_SIZE = 32
 COUNTER_MAX = (1 << 64) - 1
+# Counters at or above this are refused and never stored: a frame signed at the top of
+# the range (2**64 - 1 was accepted once) would otherwise leave nothing above it, and the
+# key would be dead for good. Hosts count wall-clock microseconds (about 2**61 in 2026):
+# 2**63 lasts some 290,000 years.
+COUNTER_CEILING = 1 << 63
 _sha256 = hashlib.sha256
 _pack_prefix = AUTH_PREFIX.pack
 
@@ -81,8 +86,8 @@ class FrameSigner:
         self._on_use = on_use
 
     def __call__(self, head: bytes) -> bytes:
-        if self.counter >= COUNTER_MAX:
-            raise ValueError("authentication counter exhausted; provision a new key")
+        if self.counter + 1 >= COUNTER_CEILING:
+            raise ValueError("authentication counter at the top of its range; provision a new key")
         self.counter += 1
         if self._on_use is not None:
             self._on_use(self.counter)
@@ -96,6 +101,7 @@ class AuthResult(Enum):
     UNKNOWN_KEY = "unknown_key"
     BAD_TAG = "bad_tag"
     REPLAYED = "replayed"
+    COUNTER_OUT_OF_RANGE = "counter_out_of_range"  # at or above COUNTER_CEILING: refused, not stored
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,8 @@ class FrameVerifier:
             role = Role(auth.key_id)
         except ValueError:
             return Verdict(AuthResult.UNKNOWN_KEY)
+        if auth.counter >= COUNTER_CEILING:
+            return Verdict(AuthResult.COUNTER_OUT_OF_RANGE, role, auth.counter)
         if auth.counter <= self.last_counters[auth.key_id]:
             return Verdict(AuthResult.REPLAYED, role, auth.counter)
         self.last_counters[auth.key_id] = auth.counter

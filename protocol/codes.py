@@ -42,6 +42,7 @@ class NakReason(IntEnum):
     AUTH_FAILED = 6  # no auth trailer, unknown key id, or bad tag
     REPLAYED = 7  # tag valid but counter not above the last accepted for that key
     BUSY = 8  # cannot take the request now; nothing was changed, ask STATUS before resending
+    UNSUPPORTED_VERSION = 9  # an older protocol version; this NAK, sent in that version, names the one spoken
 
 
 class TherapyState(IntEnum):

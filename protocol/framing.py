@@ -24,7 +24,11 @@ from cobs import cobs
 
 from .codes import FrameFlag
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+# Versions whose header (the same seven bytes) a receiver still reads, to refuse their
+# frames with a NAK in the sender's own version naming the one it speaks; frames of any
+# other version are dropped (their layout is not known).
+OLDER_VERSIONS = frozenset({1})
 HEADER = struct.Struct("<BBBHH")
 HEADER_SIZE = HEADER.size  # 7
 CRC_SIZE = 4
@@ -98,6 +102,7 @@ class FrameError(NamedTuple):
     msg_type: int | None = None
     seq: int | None = None
     flags: int | None = None
+    version: int | None = None  # the header's, when the CRC held (UNKNOWN_VERSION)
 
 
 def encode_body(msg_type: int, seq: int, payload: bytes, signer: Signer | None = None) -> bytes:
@@ -123,6 +128,13 @@ def wrap_body(body: bytes) -> bytes:
     return b"\x00" + _cobs_encode(body) + b"\x00"
 
 
+def in_version(body: bytes, version: int) -> bytes:
+    """The same body stamped with another protocol version (its CRC made again): a NAK
+    to a sender of an older version, in a frame that sender can read."""
+    head = bytes([version]) + body[1:-CRC_SIZE]
+    return head + _CRC.pack(_crc32(head))
+
+
 def frame_body(frame: Frame) -> bytes:
     """The complete body of an intact frame (header to CRC), e.g. to relay or capture it."""
     head = HEADER.pack(PROTOCOL_VERSION, frame.msg_type, frame.flags, frame.seq, len(frame.payload)) + frame.payload
@@ -142,7 +154,7 @@ def parse_body(body: bytes, known_types: frozenset[int] | set[int] | None = None
         return FrameError(FrameErrorKind.BAD_CRC)
     version, msg_type, flags, seq, plen = HEADER.unpack_from(body)
     if version != PROTOCOL_VERSION:
-        return FrameError(FrameErrorKind.UNKNOWN_VERSION, msg_type, seq, flags)
+        return FrameError(FrameErrorKind.UNKNOWN_VERSION, msg_type, seq, flags, version)
     if flags & ~KNOWN_FLAGS:
         return FrameError(FrameErrorKind.BAD_FLAGS, msg_type, seq, flags)
     if plen > MAX_PAYLOAD:

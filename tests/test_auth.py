@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.auth import COUNTER_MAX, AuthResult, FrameSigner, FrameVerifier, compute_tag
+from protocol.auth import COUNTER_CEILING, COUNTER_MAX, AuthResult, FrameSigner, FrameVerifier, compute_tag
 from protocol.codec import MessageDecoder, Received, encode
 from protocol.codes import Role
 from protocol.framing import (
     AUTH_PREFIX,
     HEADER_SIZE,
+    PROTOCOL_VERSION,
     TAG_SIZE,
     TRAILER_SIZE,
     Frame,
@@ -36,6 +37,20 @@ def signed_frame(payload: bytes = b"\x07\x00\x00\x00", key_id: int = Role.PATIEN
     """A signed frame as the receiver sees it (after framing), and the signer used."""
     signer = FrameSigner(key_id, KEYS.get(key_id, OTHER_KEY) if key is None else key, counter)
     frame = parse_body(encode_body(0x45, seq, payload, signer))
+    assert type(frame) is Frame
+    return frame
+
+
+def frame_at(counter: int, key_id: int = Role.PATIENT, key: bytes | None = None) -> Frame:
+    """A frame signed at exactly `counter`, which FrameSigner will not sign at the top of
+    the range (an attacker's tool would)."""
+    key = KEYS.get(key_id, OTHER_KEY) if key is None else key
+
+    def sign(head: bytes) -> bytes:
+        prefix = AUTH_PREFIX.pack(key_id, counter)
+        return prefix + compute_tag(key, head + prefix)
+
+    frame = parse_body(encode_body(0x45, 1, b"\x07\x00\x00\x00", sign))
     assert type(frame) is Frame
     return frame
 
@@ -76,7 +91,7 @@ def test_trailer_layout():
     assert frame.auth.key_id == Role.PATIENT and frame.auth.counter == 0x0102030405060708
     assert len(frame.auth.tag) == TAG_SIZE
     # the tag covers the header (flags and seq too), the payload, the key id and the counter
-    assert frame.signed[:HEADER_SIZE] == struct.pack("<BBBHH", 1, 0x45, 1, 1, 4)
+    assert frame.signed[:HEADER_SIZE] == struct.pack("<BBBHH", PROTOCOL_VERSION, 0x45, 1, 1, 4)
     assert frame.signed[HEADER_SIZE + 4 :] == bytes([Role.PATIENT]) + (0x0102030405060708).to_bytes(8, "little")
     assert frame.auth.tag == compute_tag(KEYS[Role.PATIENT], frame.signed)
 
@@ -133,15 +148,27 @@ def test_signer_uses_each_counter_once_and_reports_it():
     assert counters == [11, 12, 13] == used and signer.counter == 13
 
 
-def test_signer_counter_exhaustion():
-    signer = FrameSigner(Role.CLINICIAN, KEYS[Role.CLINICIAN], COUNTER_MAX - 1)
+def test_signer_stops_below_the_counter_ceiling():
+    signer = FrameSigner(Role.CLINICIAN, KEYS[Role.CLINICIAN], COUNTER_CEILING - 2)
     frame = parse_body(encode_body(0x42, 0, b"", signer))
-    assert frame.auth.counter == COUNTER_MAX
+    assert frame.auth.counter == COUNTER_CEILING - 1
     v, _ = verifier()
     assert v.check(frame).ok
-    with pytest.raises(ValueError, match="exhausted"):
+    with pytest.raises(ValueError, match="top of its range"):
         encode_body(0x42, 0, b"", signer)
-    assert signer.counter == COUNTER_MAX
+    assert signer.counter == COUNTER_CEILING - 1
+
+
+@pytest.mark.parametrize("counter", [COUNTER_CEILING, COUNTER_MAX])
+def test_a_counter_at_the_top_of_its_range_is_refused_and_the_key_lives_on(counter):
+    """A frame signed at 2**64 - 1 was accepted and stored: no counter was left above it,
+    and the key was dead for good. Now it is refused and nothing is stored."""
+    v, _ = verifier()
+    top = frame_at(counter)
+    assert top.auth.counter == counter
+    verdict = v.check(top)
+    assert verdict.result is AuthResult.COUNTER_OUT_OF_RANGE and not verdict.ok
+    assert v.check(signed_frame(key_id=Role.PATIENT, key=KEYS[Role.PATIENT], counter=1_000)).ok
 
 
 # ---------------------------------------------------------------- reject
@@ -212,7 +239,7 @@ def test_lower_and_equal_counters_refused():
 def test_forged_high_counter_does_not_advance():
     """A frame with the top counter and a bad tag must not lock the key out."""
     v, rec = verifier()
-    forged = signed_frame(key_id=Role.PATIENT, key=OTHER_KEY, counter=COUNTER_MAX - 1)
+    forged = frame_at(COUNTER_MAX, key=OTHER_KEY)
     assert forged.auth.counter == COUNTER_MAX
     assert v.check(forged).result is AuthResult.BAD_TAG
     # the same frame with the tag of a genuine low-counter frame spliced on
@@ -293,7 +320,7 @@ def test_restored_counters_refuse_replay_across_power_cycle():
     assert after.last_counters[Role.PATIENT] == 0
 
 
-@pytest.mark.parametrize("restored", [1, 1000, COUNTER_MAX - 1])
+@pytest.mark.parametrize("restored", [1, 1000, COUNTER_CEILING - 2])
 def test_restored_counter_boundary(restored):
     v = FrameVerifier(KEYS, last_counters={int(Role.SIM): restored})
     assert v.check(signed_frame(key_id=Role.SIM, counter=restored - 2)).result is AuthResult.REPLAYED

@@ -260,7 +260,7 @@ def test_info_status_program_start_stop_log(procs):
     assert info == {
         "serial": info["serial"],
         "firmware_version": info["firmware_version"],
-        "protocol_version": 1,
+        "protocol_version": 2,
         "reservoir_capacity_ul": 20_000,
         "stroke_nl": 500,
     }

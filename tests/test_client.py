@@ -86,7 +86,7 @@ def fill(c: Client, volume: str = "12 mL") -> None:
 def test_typed_requests_drive_a_therapy(procs):
     emu, c = firmware(procs)
     info = c.hello()
-    assert (info.protocol_version, info.reservoir_capacity_ul, info.stroke_nl) == (1, 20_000, 500)
+    assert (info.protocol_version, info.reservoir_capacity_ul, info.stroke_nl) == (2, 20_000, 500)
     assert c.info().serial == info.serial
 
     rx = load_program(MORPHINE, c.next_command_id())

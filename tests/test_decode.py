@@ -256,10 +256,18 @@ BROKEN_FRAMES = {
     "unknown_type": (Link.HOST, raw_body(0x5F, b""), r"unknown type 0x5F"),
     "pump_type_on_host_link": (Link.HOST, body(TimeRequest()), r"TIME_REQUEST \(0x02\) is a pump-link type"),
     "host_type_on_pump_link": (Link.PUMP, body(Hello()), r"HELLO \(0x40\) is a host-link type"),
-    "length_disagrees": (Link.HOST, _with_header(1, Status.TYPE, 0, 3, 5, b""), r"bad length \(body of 11 bytes\)"),
+    "length_disagrees": (
+        Link.HOST,
+        _with_header(framing.PROTOCOL_VERSION, Status.TYPE, 0, 3, 5, b""),
+        r"bad length \(body of 11 bytes\)",
+    ),
     "too_short": (Link.HOST, b"\x01\x41", r"bad length \(body of 2 bytes\)"),
-    "unknown_version": (Link.HOST, _with_header(2, Status.TYPE, 0, 3, 0, b""), r"unknown protocol version"),
-    "reserved_flag": (Link.HOST, _with_header(1, Status.TYPE, 0x02, 3, 0, b""), r"reserved flag bits set"),
+    "unknown_version": (Link.HOST, _with_header(3, Status.TYPE, 0, 3, 0, b""), r"unknown protocol version"),
+    "reserved_flag": (
+        Link.HOST,
+        _with_header(framing.PROTOCOL_VERSION, Status.TYPE, 0x02, 3, 0, b""),
+        r"reserved flag bits set",
+    ),
     "enum_out_of_range": (
         Link.HOST,
         patched_body(Nak, "reason", 99),

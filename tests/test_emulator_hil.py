@@ -13,19 +13,25 @@ import json
 import math
 import os
 import random
+import select
 import signal
 import stat
+import struct
 import subprocess
 import time
+import tty
+import zlib
 from pathlib import Path
 
 import pytest
+from cobs import cobs
 
 from emulator.capture import Direction, Link, read_capture
 from protocol import codec
+from protocol.auth import FrameSigner
 from protocol.codes import BeepPattern, Fault, MotorState, NakReason, Role
 from protocol.codes import Link as WireLink
-from protocol.framing import encode_frame
+from protocol.framing import CRC_RESIDUE, PROTOCOL_VERSION, encode_frame, in_version, parse_body, wrap_body
 from protocol.messages import (
     HOST_MAX_BODY,
     Nak,
@@ -660,3 +666,34 @@ def test_bug_a_stopped_emulator_left_its_port_file_behind(procs, tmp_path):
         cwd=REPO,
     )
     assert got.returncode == 4, got.stderr
+
+
+def test_a_version_1_frame_is_refused_by_a_nak_in_version_1_naming_the_version_spoken(procs, tmp_path):
+    """Protocol version 2: an old host's frame is not silently dropped (it would time out
+    with no hint why) but refused by a NAK it can read, naming the version spoken."""
+    emu = procs.emulator(split=False, firmware=True, model=model(tmp_path))
+    keys = emu.keys()
+    signer = FrameSigner(Role.CLINICIAN, keys[Role.CLINICIAN], counter=time.time_ns() // 1000)
+    body = bytearray(codec.encode_to_body(Status(), 0x1234, signer))
+    body[0] = 1  # as a version-1 host would send it (the same header)
+    body[-4:] = struct.pack("<I", zlib.crc32(bytes(body[:-4])))
+    fd = os.open(emu.host, os.O_RDWR | os.O_NOCTTY)
+    try:
+        tty.setraw(fd)
+        os.write(fd, wrap_body(bytes(body)))
+        got = b""
+        naks: list[bytes] = []  # (the pty also holds the boot's events, from before it was opened)
+        deadline = time.monotonic() + 10
+        while not naks and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                got += os.read(fd, 4096)
+                naks = [b for b in (cobs.decode(x) for x in got.split(b"\x00")[:-1] if x) if b[1] == Nak.TYPE]
+    finally:
+        os.close(fd)
+    (answer,) = naks
+    assert answer[0] == 1  # in the sender's version
+    assert zlib.crc32(answer) == CRC_RESIDUE
+    frame = parse_body(in_version(answer, PROTOCOL_VERSION))  # read as this version would
+    reply = codec.decode(frame)
+    assert frame.seq == 0x1234 and isinstance(reply, Nak) and reply.reason is NakReason.UNSUPPORTED_VERSION
+    assert reply.request_type == Status.TYPE and "speaks 2" in reply.detail

@@ -23,8 +23,9 @@ import pytest
 
 from firmware.config import FirmwareConfig
 from protocol import codec
-from protocol.auth import FrameSigner, new_key
+from protocol.auth import COUNTER_CEILING, COUNTER_MAX, FrameSigner, compute_tag, new_key
 from protocol.codes import BolusDecision, BolusKind, BolusOutcome, LogEvent, NakReason, Role, TherapyState
+from protocol.framing import AUTH_PREFIX
 from protocol.messages import (
     BolusRequest,
     BolusRequestAck,
@@ -411,3 +412,26 @@ def test_a_month_of_forged_frames_and_refused_presses_leaves_every_therapy_recor
     noise = [e for e in new if not is_therapy(e)]
     per_kind = CFG.refusal_log_burst + 31 * DAY // CFG.refusal_log_every_ms
     assert len(noise) <= 4 * per_kind  # key ids 1, 2 and the rest, and denied presses
+
+
+@pytest.mark.req("SR-055")
+def test_a_frame_signed_at_the_top_of_the_counter_range_does_not_kill_the_key(procs):
+    """Bug: a frame signed (by a faulty host, with the real key) at counter 2**64 - 1 was
+    accepted and stored, so no counter was left above it: the clinician's key was dead for
+    good, every later request REPLAYED. Now a counter at or above 2**63 is refused and
+    nothing is stored."""
+    pump = running(procs)
+    key = pump.emulator.keys()[Role.CLINICIAN]
+    for counter in (COUNTER_MAX, COUNTER_CEILING):
+
+        def at_top(head: bytes, counter: int = counter) -> bytes:
+            prefix = AUTH_PREFIX.pack(Role.CLINICIAN, counter)
+            return prefix + compute_tag(key, head + prefix)
+
+        seq = 0x7A00 + counter % 7
+        reply = send_frame(pump.client, codec.encode(Stop(command_id=pump.next_id()), seq, at_top), seq)
+        assert isinstance(reply, Nak) and reply.reason is NakReason.AUTH_FAILED
+        assert "top of its range" in reply.detail
+    assert pump.status().state is TherapyState.RUNNING  # neither STOP was acted on
+    pump.request(Stop(command_id=pump.next_id()))  # the key still works, with an ordinary counter
+    assert pump.status().state is TherapyState.STOPPED

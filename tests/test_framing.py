@@ -17,13 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import framing
-from protocol.auth import FrameSigner
+from protocol.auth import COUNTER_CEILING, FrameSigner
 from protocol.codes import FrameFlag
 from protocol.framing import (
     MAX_BODY,
     MAX_ENCODED,
     MAX_PAYLOAD,
     MIN_BODY,
+    PROTOCOL_VERSION,
     AuthTrailer,
     Frame,
     FrameDecoder,
@@ -93,7 +94,7 @@ def make_body(
     seq: int,
     payload: bytes,
     *,
-    version: int = 1,
+    version: int = PROTOCOL_VERSION,
     flags: int = 0,
     plen: int | None = None,
     trailer: bytes = b"",
@@ -107,7 +108,7 @@ def make_body(
 def signed_body(msg_type: int, seq: int, payload: bytes, key_id: int = 1, counter: int = 0) -> tuple[bytes, Frame]:
     """A signed body and the Frame the decoder must produce for it."""
     signer = FrameSigner(key_id, KEY, counter)
-    head = struct.pack("<BBBHH", 1, msg_type, FrameFlag.AUTH, seq, len(payload)) + payload
+    head = struct.pack("<BBBHH", PROTOCOL_VERSION, msg_type, FrameFlag.AUTH, seq, len(payload)) + payload
     trailer = signer(head)
     assert len(trailer) == framing.TRAILER_SIZE
     body = head + trailer + struct.pack("<I", ref_crc32(head + trailer))
@@ -153,12 +154,12 @@ def test_crc_residue_constant():
 def test_known_answer_frame():
     """One frame spelled out byte by byte: header, payload, CRC-32 (LE), COBS, delimiters."""
     body = encode_body(0x41, 0x1234, b"\x00\xab")
-    head = bytes([0x01, 0x41, 0x00, 0x34, 0x12, 0x02, 0x00, 0x00, 0xAB])
+    head = bytes([PROTOCOL_VERSION, 0x41, 0x00, 0x34, 0x12, 0x02, 0x00, 0x00, 0xAB])
     assert body == head + ref_crc32(head).to_bytes(4, "little")
     assert encode_frame(0x41, 0x1234, b"\x00\xab") == wire(body)
-    assert body[-4:] == bytes.fromhex("2cf1837a")
+    assert body[-4:] == bytes.fromhex("e9cd0e43")
     # COBS: each code byte is the distance to the next zero (the zero itself dropped)
-    assert encode_frame(0x41, 0x1234, b"\x00\xab") == bytes.fromhex("00030141043412020106ab2cf1837a00")
+    assert encode_frame(0x41, 0x1234, b"\x00\xab") == bytes.fromhex("00030241043412020106abe9cd0e4300")
 
 
 @given(msg_type=st.integers(0, 255), seq=st.integers(0, 0xFFFF), payload=st.binary(max_size=600))
@@ -228,8 +229,9 @@ def test_frame_round_trip(msg_type, seq, payload, signed):
 def test_parse_body_error_kinds():
     p = b"\x01\x02"
     cases = [
-        (make_body(0x41, 7, p, version=2), FrameError(K.UNKNOWN_VERSION, 0x41, 7, 0)),
-        (make_body(0x41, 7, p, version=0), FrameError(K.UNKNOWN_VERSION, 0x41, 7, 0)),
+        (make_body(0x41, 7, p, version=1), FrameError(K.UNKNOWN_VERSION, 0x41, 7, 0, 1)),
+        (make_body(0x41, 7, p, version=3), FrameError(K.UNKNOWN_VERSION, 0x41, 7, 0, 3)),
+        (make_body(0x41, 7, p, version=0), FrameError(K.UNKNOWN_VERSION, 0x41, 7, 0, 0)),
         (make_body(0x41, 7, p, flags=0x02), FrameError(K.BAD_FLAGS, 0x41, 7, 0x02)),
         (make_body(0x41, 7, p, flags=0x81), FrameError(K.BAD_FLAGS, 0x41, 7, 0x81)),
         (make_body(0x41, 7, p, plen=1), FrameError(K.BAD_LENGTH, 0x41, 7, 0)),
@@ -500,7 +502,7 @@ class Piece:
 
 # Strategies built once: building them inside the composites costs more than the test.
 _KEY_IDS = st.sampled_from([1, 2, 3])
-_COUNTERS = st.integers(0, (1 << 64) - 2)
+_COUNTERS = st.integers(0, COUNTER_CEILING - 2)  # (a signer stops below the ceiling)
 _TYPES = st.sampled_from(sorted(KNOWN))
 _UNKNOWN = st.sampled_from(UNKNOWN_TYPES)
 _SEQS = st.integers(0, 0xFFFF)
@@ -579,8 +581,8 @@ def pieces(draw) -> Piece:
         err = FrameError(K.OVERSIZE if plen > MAX_PAYLOAD else K.BAD_LENGTH, msg_type, seq, flags)
         return Piece(wire(make_body(msg_type, seq, payload, plen=plen, flags=flags, trailer=trailer)), (err,))
     if kind == "bad_version":
-        version = (1 + _index(draw, 1, 255)) % 256
-        err = FrameError(K.UNKNOWN_VERSION, msg_type, seq, flags)
+        version = (PROTOCOL_VERSION + _index(draw, 1, 255)) % 256
+        err = FrameError(K.UNKNOWN_VERSION, msg_type, seq, flags, version)
         return Piece(wire(make_body(msg_type, seq, payload, version=version, flags=flags, trailer=trailer)), (err,))
     if kind == "bad_flags":
         flags |= _index(draw, 1, 127) << 1

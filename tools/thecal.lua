@@ -29,7 +29,7 @@ local thecal = Proto("thecal", "Thecal pump protocol")
 
 local PSEUDO_SIZE = 16
 local PSEUDO_VERSION = 1
-local PROTOCOL_VERSION = 1
+local PROTOCOL_VERSION = 2
 local HEADER_SIZE = 7
 local AUTH_FLAG = 1
 local KNOWN_FLAGS = 1
@@ -59,6 +59,7 @@ local vs_NakReason = {
     [6] = "AUTH_FAILED",
     [7] = "REPLAYED",
     [8] = "BUSY",
+    [9] = "UNSUPPORTED_VERSION",
 }
 
 local vs_TherapyState = {
