@@ -27,8 +27,6 @@ from tests.harness import Procs, PumpHost, firmware_pump
 from tools.client import Client, Unauthentic
 from tools.hostport import socket_of
 
-pytestmark = pytest.mark.req("SR-058")
-
 FORGED_KEY = b"an attacker's guess at the key!!"
 
 
@@ -100,6 +98,7 @@ def granted(command_id: int) -> BolusRequestAck:
     )
 
 
+@pytest.mark.req("SR-058")
 @pytest.mark.parametrize("how", ["unsigned", "forged key", "pump key id, wrong tag"])
 def test_a_forged_bolus_granted_is_refused(pump_and_line: tuple[PumpHost, Line, Client], how: str):
     """The pump is stopped, so its answer to a bolus press is NOT_RUNNING; the attacker
@@ -126,6 +125,7 @@ def test_a_forged_bolus_granted_is_refused(pump_and_line: tuple[PumpHost, Line, 
     assert all(f.auth is not None and f.auth.key_id == Role.PUMP for f in line.from_pump)
 
 
+@pytest.mark.req("SR-058")
 def test_a_recorded_answer_replayed_to_a_new_request_is_refused(pump_and_line: tuple[PumpHost, Line, Client]):
     """A genuine STATUS answer (therapy running), recorded; the clinician stops therapy;
     the handset asks STATUS again with the same seq (seqs wrap), and the attacker drops
@@ -148,6 +148,7 @@ def test_a_recorded_answer_replayed_to_a_new_request_is_refused(pump_and_line: t
     assert handset.request(Status(), Role.PATIENT).state is TherapyState.STOPPED
 
 
+@pytest.mark.req("SR-058")
 def test_forged_and_replayed_events_are_refused(pump_and_line: tuple[PumpHost, Line, Client]):
     """An "alarm cleared" the pump never sent, and a genuine event sent again: neither
     reaches the handset's reader as an event."""

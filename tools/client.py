@@ -390,7 +390,9 @@ class Client:
                 frame = item.frame
                 if family_of(frame.msg_type) is MessageFamily.HOST_EVENT:
                     self.events.append(self._checked_event(item))
-                else:
+                elif not isinstance(self._responses.get(frame.seq), Unauthentic):
+                    # A refused answer is not displaced by another with its seq that came
+                    # in the same read: the caller hears that the link is being tampered with.
                     self._responses[frame.seq] = self._checked_answer(item)
 
     def _checked_answer(self, item: codec.Received) -> Message | Unauthentic:
