@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from protocol import codec
-from protocol.auth import AuthResult, FrameVerifier
+from protocol.auth import AuthResult, FrameSigner, FrameVerifier
 from protocol.codes import Fault, Link, NakReason, ResetCause, Role
 from protocol.errors import DecodeError
 from protocol.framing import (
@@ -192,6 +192,13 @@ class Rig:
         self._serving: tuple[int, int] | None = None  # (client, seq) of the frame being handled
         self._asked: dict[int, int] = {}  # seq of a relayed request -> its client, until answered
         self.sim_auth = FrameVerifier({Role.SIM: keys[Role.SIM]}, {Role.SIM: state.get("sim_counter", 0)})
+        # The emulator's own answers are signed too (SR-058): sim-control's under the sim
+        # key (only the harness holds it, and only the emulator answers it), the NAKs it
+        # gives host requests itself (storage fault, too long to relay) under the pump
+        # key, as the pump's. Their counters live in RAM: an answer is bound to its
+        # request's tag, which is what makes it fresh, and hosts check only events'.
+        self._answer_signers = {r: FrameSigner(r, keys[r]) for r in (Role.SIM, Role.PUMP) if r in keys}
+        self._serving_tag: bytes | None = None  # the auth tag of the frame being handled
         self.noise = {(link, way): NoisyChannel() for link in (Link.HOST, Link.PUMP) for way in ("in", "out")}
         self.speed_milli = 0  # 0 = lockstep
         self.responsive = True  # False once the controller has failed to report idle
@@ -397,8 +404,10 @@ class Rig:
             if type(item) is FrameError:
                 if item.kind is FrameErrorKind.UNKNOWN_VERSION and item.version in OLDER_VERSIONS:
                     # A host of an older version: told which one this pump speaks, in a
-                    # frame of its own version (the header and the NAK read the same).
+                    # frame of its own version (the header and the NAK read the same;
+                    # bound to no tag: a trailer of another version is not read).
                     self._serving = (client, item.seq)
+                    self._serving_tag = None
                     try:
                         detail = (
                             f"protocol version {item.version} is not spoken here: this pump speaks {PROTOCOL_VERSION}"
@@ -408,8 +417,10 @@ class Rig:
                         self._serving = None
                     continue
                 if item.kind is FrameErrorKind.BAD_LENGTH and item.msg_type is not None:
-                    # Intact but malformed: its header is trustworthy, so it gets its NAK.
+                    # Intact but malformed: its header is trustworthy, so it gets its NAK
+                    # (bound to no tag: where a trailer would be cannot be trusted).
                     self._serving = (client, item.seq)
+                    self._serving_tag = None
                     try:
                         self._nak(
                             item.msg_type, item.seq, NakReason.BAD_LENGTH, "", "frame length does not match header"
@@ -418,6 +429,7 @@ class Rig:
                         self._serving = None
                 continue
             self._serving = (client, item.seq)
+            self._serving_tag = item.auth.tag if item.auth is not None else None
             try:
                 self._host_frame(item, client)
             finally:
@@ -489,15 +501,19 @@ class Rig:
             return client
         return serving[0] if serving is not None else None
 
-    def _reply(self, msg: Message, seq: int, version: int = PROTOCOL_VERSION) -> None:
-        body = codec.encode_to_body(msg, seq)
+    def _reply(self, msg: Message, seq: int, request_type: int, version: int = PROTOCOL_VERSION) -> None:
+        """An answer made here to the request being handled, bound to its tag (SR-058); in
+        the request's own protocol version when that is an older one (its NAK)."""
+        role = Role.SIM if SIM_RANGE[0] <= request_type <= SIM_RANGE[1] else Role.PUMP
+        signer = self._answer_signers.get(role)
+        body = codec.encode_to_body(msg, seq, signer.bound(self._serving_tag) if signer is not None else None)
         self._from_controller_to_host(body if version == PROTOCOL_VERSION else in_version(body, version))
 
     def _nak(
         self, request_type: int, seq: int, reason: NakReason, field: str, detail: str, version: int = PROTOCOL_VERSION
     ) -> None:
         self.host_naks += 1
-        self._reply(codec.nak_for(request_type, reason, field, detail), seq, version)
+        self._reply(codec.nak_for(request_type, reason, field, detail), seq, request_type, version)
 
     # ------------------------------------------------------------ sim-control
 
@@ -526,7 +542,7 @@ class Rig:
         except SimRefused as e:
             self._nak(t, seq, e.reason, e.field, str(e))
             return
-        self._reply(reply, seq)
+        self._reply(reply, seq, t)
 
     def _sim_handle(self, msg: Message) -> Message:
         hw = self.hw

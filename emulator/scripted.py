@@ -19,8 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from protocol import codec
-from protocol.codes import BeepPattern, NakReason, RunOutcome
-from protocol.framing import parse_body
+from protocol.auth import FrameSigner
+from protocol.codes import BeepPattern, NakReason, Role, RunOutcome
+from protocol.framing import Frame, parse_body
+from protocol.keyfile import load_keys
 from protocol.messages import (
     PUMP_LINK_TYPES,
     Beep,
@@ -78,12 +80,20 @@ class ScriptedController:
     runs: dict[int, RunRecord] = field(default_factory=dict)
     sensors: list[Sensors] = field(default_factory=list)
     hw: HwInfo | None = None
+    pump_key: bytes | None = None  # signs its answers to host requests, as the firmware does (SR-058)
     _run_seq: int = 0
     _seq: int = 0
 
     def __post_init__(self) -> None:
         self.actions = sorted(self.actions, key=lambda a: a.at_ms)
         self._decoder = codec.MessageDecoder(PUMP_LINK_TYPES)
+        self._signer = FrameSigner(Role.PUMP, self.pump_key) if self.pump_key is not None else None
+
+    def host_answer(self, msg: Message, request: Frame) -> HostTx:
+        """The answer to a host request, signed and bound to the request's tag."""
+        tag = request.auth.tag if request.auth is not None else None
+        signer = self._signer.bound(tag) if self._signer is not None else None
+        return HostTx(frame=codec.encode_to_body(msg, request.seq, signer))
 
     # The controller's whole interface: bytes in, bytes out, always ending idle.
     def feed(self, data: bytes) -> bytes:
@@ -128,9 +138,9 @@ class ScriptedController:
             self.sensors.append(msg)
         elif t is HostRx:
             parsed = parse_body(msg.frame)
-            if hasattr(parsed, "payload"):
+            if isinstance(parsed, Frame):
                 nak = codec.nak_for(parsed.msg_type, NakReason.BUSY, "", "scripted controller: no therapy firmware")
-                out.append(HostTx(frame=codec.encode_to_body(nak, parsed.seq)))
+                out.append(self.host_answer(nak, parsed))
 
     def _act(self, out: list[Message]) -> None:
         if self.hw is None and not any(type(m) is HwInfoRequest for m in out):
@@ -232,11 +242,11 @@ def reference_actions(days: int = 30, seed: int = 1, stroke_nl: int = 500) -> li
     return actions
 
 
-def _serve(port: str, actions: Iterable[Action], exit_on_stdin_eof: bool) -> int:
+def _serve(port: str, actions: Iterable[Action], exit_on_stdin_eof: bool, pump_key: bytes | None = None) -> int:
     """Run over a pty: read pump-link bytes, answer, until the port or stdin closes."""
     import serial
 
-    ctl = ScriptedController(list(actions))
+    ctl = ScriptedController(list(actions), pump_key=pump_key)
     with serial.Serial(port, timeout=0) as ser:
         fd = ser.fileno()
         watch = [fd, sys.stdin.fileno()] if exit_on_stdin_eof else [fd]
@@ -258,13 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m emulator.scripted", description=__doc__)
     p.add_argument("--port", required=True, help="pump-link pty (second READY field of --split)")
     p.add_argument("--script", help="JSON list of actions; default: none (just kick and idle)")
+    p.add_argument("--keys", help="a keys.json: its pump key signs the answers to host requests (default: unsigned)")
     p.add_argument("--exit-on-stdin-eof", action="store_true")
     args = p.parse_args(argv)
     actions = []
     if args.script:
         with open(args.script, encoding="utf-8") as f:
             actions = [Action.from_dict(d) for d in json.load(f)]
-    return _serve(args.port, actions, args.exit_on_stdin_eof)
+    pump_key = load_keys(args.keys).get(Role.PUMP) if args.keys else None
+    return _serve(args.port, actions, args.exit_on_stdin_eof, pump_key)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ class Emulator:
         directory, so a power cycle or a restarted emulator recovers from it alone)."""
         o = self.opts
         if o.controller == "scripted" or o.script:
-            return lambda: ScriptedController(list(o.script))
+            return lambda: ScriptedController(list(o.script), pump_key=self.keys.get(Role.PUMP))
         if o.firmware is None:
             raise ValueError("no firmware to run in-process: give one, use --split, or a scripted controller")
         return o.firmware(self.state_dir.path, self.keys)

@@ -272,6 +272,8 @@ class StateDir:
                     f"run `chmod 600 {self.keys_file}` or provision new keys"
                 )
             raw = json.loads(self.keys_file.read_text())
+            if isinstance(raw, dict) and ROLE_NAMES[Role.PUMP] not in raw:
+                return self._add_pump_key(raw)
             return {role: bytes.fromhex(raw[name]) for role, name in ROLE_NAMES.items()}
         except FileNotFoundError:
             pass
@@ -287,6 +289,17 @@ class StateDir:
                 f"moving {nvm.name} away (the firmware then starts as a new pump, its prescription and history gone)"
             )
         keys = {role: new_key() for role in ROLE_NAMES}
+        try:
+            write_atomic(self.keys_file, dumps_keys(keys), mode=0o600)
+        except OSError as e:
+            raise self.refused(self.keys_file, e) from None
+        return keys
+
+    def _add_pump_key(self, raw: dict[str, str]) -> dict[Role, bytes]:
+        """A keys.json from before the pump signed its answers (SR-058): the pump key is
+        made and added, once; the firmware takes it into its NVM at its next boot."""
+        keys = {role: bytes.fromhex(raw[name]) for role, name in ROLE_NAMES.items() if role is not Role.PUMP}
+        keys[Role.PUMP] = new_key()
         try:
             write_atomic(self.keys_file, dumps_keys(keys), mode=0o600)
         except OSError as e:

@@ -9,11 +9,15 @@ holds each one and unsigned frames and every other key id one between them, so m
 stays bounded whatever is sent; beyond it the frame is dropped unanswered. Failures go to
 the event log through the refusal log (firmware/refusals.py), rate-bounded per key id,
 and write nothing to NVM of their own.
+
+What the pump sends the host is signed under the pump key (SR-058): answers bound to
+their request's tag, events with the pump's counter, whose block rules/pump_counter.py
+keeps reserved in NVM ahead of use.
 """
 
 from __future__ import annotations
 
-from protocol.auth import AuthResult, FrameVerifier
+from protocol.auth import AuthResult, FrameSigner, FrameVerifier
 from protocol.codes import LogEvent, NakReason, Role
 from protocol.framing import Frame
 
@@ -21,12 +25,13 @@ from .clock import Clock
 from .config import FirmwareConfig
 from .outbox import Outbox
 from .refusals import RefusalLog
-from .rules import auth_failure
+from .rules import auth_failure, pump_counter
 from .rules.auth_failure import Answer
 from .rules.budget import Budget, full
 
 OTHER_KEYS = 0  # the NAK budget and log kind shared by unsigned frames and unknown key ids
 PERSON_ROLES = (Role.CLINICIAN, Role.PATIENT)  # the sim key never reaches the controller
+PUMP_COUNTER = str(int(Role.PUMP))  # in the auth_counters record: the top of the pump's reserved block
 
 
 class Auth:
@@ -41,12 +46,32 @@ class Auth:
         self.verifier = FrameVerifier(self.keys)
         # The NAK budget of each key id bucket (RAM only: a reset refills them).
         self.nak_budgets: dict[int, Budget] = {}
+        self.pump_key: bytes | None = None
+        self.pump_reserved = 0  # the top of the pump counter's block reserved in NVM
+        self._sign_with(keys.get(Role.PUMP), 0)
 
-    def use_keys(self, keys: dict[Role, bytes], counters: dict[int, int]) -> None:
-        """The keys and counters NVM holds (on a pump provisioned before)."""
-        self.keys = keys
-        self.verifier = FrameVerifier(keys)
-        self.verifier.last_counters.update(counters)
+    def use_keys(self, keys: dict[Role, bytes], counters: dict[int, int]) -> bool:
+        """The keys and counters NVM holds (on a pump provisioned before). True when NVM
+        had no pump key and the one handed over is taken (a pump provisioned before
+        SR-058): the keys record must then be written again."""
+        handed = self.pump_key
+        self.keys = {r: k for r, k in keys.items() if r in PERSON_ROLES}
+        self.verifier = FrameVerifier(self.keys)
+        self.verifier.last_counters.update({k: v for k, v in counters.items() if k in self.keys})
+        self.pump_reserved = counters.get(int(Role.PUMP), 0)
+        # Signing goes on above the block reserved before the reset, never inside it.
+        self._sign_with(keys.get(Role.PUMP, handed), self.pump_reserved)
+        return Role.PUMP not in keys and handed is not None
+
+    def _sign_with(self, key: bytes | None, counter: int) -> None:
+        self.pump_key = key
+        self.outbox.signer = None if key is None else FrameSigner(Role.PUMP, key, counter, self._pump_counter_used)
+
+    def _pump_counter_used(self, counter: int) -> None:
+        top = pump_counter.reservation(counter, self.pump_reserved)
+        if top is not None:
+            self.pump_reserved = top
+            self.outbox.touch("auth")  # committed before the frame goes out
 
     def verify(self, frame: Frame) -> tuple[Role | None, NakReason | None, str]:
         """(role, None, "") for an authentic fresh frame; (None, NAK reason, detail) for a
@@ -85,4 +110,12 @@ class Auth:
     # ------------------------------------------------------------ NVM
 
     def counters_data(self) -> dict[str, int]:
-        return {str(k): v for k, v in self.verifier.last_counters.items()}
+        data = {str(k): v for k, v in self.verifier.last_counters.items()}
+        data[PUMP_COUNTER] = self.pump_reserved
+        return data
+
+    def keys_data(self) -> dict[str, str]:
+        keys = dict(self.keys)
+        if self.pump_key is not None:
+            keys[Role.PUMP] = self.pump_key
+        return {str(int(r)): k.hex() for r, k in keys.items()}

@@ -112,7 +112,8 @@ class Controller:
     def _busy(self, body: bytes) -> None:
         f = parse_body(body)
         if isinstance(f, Frame):
-            self.parts.outbox.host_reply(codec.nak_for(f.msg_type, NakReason.BUSY, "", "controller is starting"), f.seq)
+            nak = codec.nak_for(f.msg_type, NakReason.BUSY, "", "controller is starting")
+            self.parts.outbox.host_reply(nak, f.seq, f.auth.tag if f.auth is not None else None)
 
     # ------------------------------------------------------------ boot
 

@@ -83,29 +83,31 @@ def handle_frame(p: Parts, body: bytes) -> None:
     f = parse_body(body)
     if not isinstance(f, Frame):
         if f.msg_type is not None and f.kind is FrameErrorKind.BAD_LENGTH:
-            out.host_reply(codec.nak_for(f.msg_type, NakReason.BAD_LENGTH, "", "frame length"), f.seq)
+            # (no trailer could be read: bound to none)
+            out.host_reply(codec.nak_for(f.msg_type, NakReason.BAD_LENGTH, "", "frame length"), f.seq, None)
         return
     t, seq = f.msg_type, f.seq
+    tag = f.auth.tag if f.auth is not None else None  # every answer is bound to it (SR-058)
     if not _is_host_request(t):
-        out.host_reply(codec.nak_for(t, NakReason.UNKNOWN_TYPE, "", f"0x{t:02X} is not a host request"), seq)
+        out.host_reply(codec.nak_for(t, NakReason.UNKNOWN_TYPE, "", f"0x{t:02X} is not a host request"), seq, tag)
         return
     role, nak, detail = p.auth.verify(f)
     if role is None:
         if nak is not None:  # (None: over its key id's NAK budget, dropped unanswered)
-            out.host_reply(codec.nak_for(t, nak, "", detail), seq)
+            out.host_reply(codec.nak_for(t, nak, "", detail), seq, tag)
         return
     cls = REGISTRY[t]
     if role not in cls.ROLES:
         p.refusals.refused(LogEvent.NOT_PERMITTED, int(role), t)
         out.host_reply(
-            codec.nak_for(t, NakReason.NOT_PERMITTED, "", f"{role.name.lower()} may not send {cls.NAME}"), seq
+            codec.nak_for(t, NakReason.NOT_PERMITTED, "", f"{role.name.lower()} may not send {cls.NAME}"), seq, tag
         )
         return
     try:
         msg = codec.decode(f)
     except DecodeError as e:
         p.refusals.refused(LogEvent.COMMAND_REFUSED, t, int(e.reason))
-        out.host_reply(codec.nak_for(t, e.reason, e.field or "", e.detail), seq)
+        out.host_reply(codec.nak_for(t, e.reason, e.field or "", e.detail), seq, tag)
         return
     answer = HANDLERS[cls](p, msg)
     if isinstance(answer, Refusal):
@@ -113,9 +115,9 @@ def handle_frame(p: Parts, body: bytes) -> None:
             p.refusals.refused(LogEvent.PROGRAM_REFUSED, msg.command_id, int(answer.reason))
         else:
             p.refusals.refused(LogEvent.COMMAND_REFUSED, t, int(answer.reason))
-        out.host_reply(codec.nak_for(t, answer.reason, answer.field, answer.detail), seq)
+        out.host_reply(codec.nak_for(t, answer.reason, answer.field, answer.detail), seq, tag)
         return
-    out.host_reply(answer, seq)
+    out.host_reply(answer, seq, tag)
 
 
 def _is_host_request(msg_type: int) -> bool:

@@ -10,6 +10,7 @@ be forgotten by a reset).
 from __future__ import annotations
 
 from protocol import codec
+from protocol.auth import FrameSigner
 from protocol.codes import LogEvent
 from protocol.messages import HostTx, Message
 
@@ -25,16 +26,20 @@ class Outbox:
         self.unsaved: list[LogRecord] = []  # log entries not yet in NVM
         self.touched: set[str] = set()  # NVM records to commit
         self._host_seq = 0
+        # Signs answers and events under the pump key (SR-058); set by firmware/auth.py.
+        self.signer: FrameSigner | None = None
 
     def send(self, msg: Message) -> None:
         self.messages.append(msg)
 
     def host_event(self, msg: Message) -> None:
         self._host_seq = (self._host_seq + 1) & 0xFFFF
-        self.messages.append(HostTx(frame=codec.encode_to_body(msg, self._host_seq)))
+        self.messages.append(HostTx(frame=codec.encode_to_body(msg, self._host_seq, self.signer)))
 
-    def host_reply(self, msg: Message, seq: int) -> None:
-        self.messages.append(HostTx(frame=codec.encode_to_body(msg, seq)))
+    def host_reply(self, msg: Message, seq: int, request_tag: bytes | None) -> None:
+        """The answer to the request with `seq`, bound to its tag (None: it had none)."""
+        signer = self.signer.bound(request_tag) if self.signer is not None else None
+        self.messages.append(HostTx(frame=codec.encode_to_body(msg, seq, signer)))
 
     def record(self, event: LogEvent, arg0: int = 0, arg1: int = 0) -> None:
         """An event-log entry, stamped with the controller's time."""

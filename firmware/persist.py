@@ -100,10 +100,11 @@ class Persist:
             p.commands.recent.extend(recent)
         keys = data.get("keys")
         if keys:
-            p.auth.use_keys(
+            if p.auth.use_keys(
                 {Role(int(r)): bytes.fromhex(k) for r, k in keys.items()},
                 {int(k): v for k, v in (data.get("auth_counters") or {}).items()},
-            )
+            ):
+                p.outbox.touch("keys")  # provisioned before pump keys: add the one handed over
         else:
             p.outbox.touch("keys")  # a new pump: provision the keys it was handed into NVM
         seen_ms, seen_local_ms, skew_ms, offset_s = clock if clock else (None, None, 0, 0)
@@ -182,7 +183,7 @@ class Persist:
         if "auth" in touched:
             nvm.save("auth_counters", p.auth.counters_data())
         if "keys" in touched:
-            nvm.save("keys", {str(int(r)): k.hex() for r, k in p.auth.keys.items()})
+            nvm.save("keys", p.auth.keys_data())
         if "boot" in touched:
             nvm.save("boot", p.hardware.boot_count)
         nvm.commit()

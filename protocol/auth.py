@@ -5,6 +5,12 @@ receiver acts on is unsigned. A receiver accepts a counter only if it is greater
 the last one it accepted for that key (replay protection); it checks the tag first, so
 a forged frame cannot move the counter on.
 
+The pump signs what it sends the host too (SR-058): answers and events under the pump's
+own key (Role.PUMP), sim-control answers under the sim key. An answer's tag also covers
+the tag of the request it answers (`bound`), so a genuine answer recorded earlier cannot
+pass as the answer to a new request: ResponseVerifier checks both, and that events'
+counters only go up.
+
 This module holds the mechanism. Who keeps keys and counters (the firmware, in its
 non-volatile memory; the host tools, in the state directory) is decided elsewhere.
 """
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .codes import Role
-from .framing import AUTH_PREFIX, TAG_SIZE, Frame
+from .framing import AUTH_PREFIX, TAG_SIZE, Frame, Signer
 
 KEY_SIZE = 32
 COUNTER_MAX = (1 << 64) - 1
@@ -28,6 +34,8 @@ COUNTER_MAX = (1 << 64) - 1
 # key would be dead for good. Hosts count wall-clock microseconds (about 2**61 in 2026):
 # 2**63 lasts some 290,000 years.
 COUNTER_CEILING = 1 << 63
+# What an answer is bound to when its request had no auth trailer (or none could be read).
+NO_REQUEST_TAG = bytes(TAG_SIZE)
 _sha256 = hashlib.sha256
 _pack_prefix = AUTH_PREFIX.pack
 
@@ -86,13 +94,23 @@ class FrameSigner:
         self._on_use = on_use
 
     def __call__(self, head: bytes) -> bytes:
+        return self._sign(head, b"")
+
+    def bound(self, request_tag: bytes | None) -> Signer:
+        """A signer for the answer to a request with `request_tag` (None: the request
+        carried none, and NO_REQUEST_TAG stands in): the tag covers it too, after the
+        counter, though it is not sent."""
+        bound = request_tag if request_tag is not None else NO_REQUEST_TAG
+        return lambda head: self._sign(head, bound)
+
+    def _sign(self, head: bytes, bound: bytes) -> bytes:
         if self.counter + 1 >= COUNTER_CEILING:
             raise ValueError("authentication counter at the top of its range; provision a new key")
         self.counter += 1
         if self._on_use is not None:
             self._on_use(self.counter)
         prefix = _pack_prefix(self.key_id, self.counter)
-        return prefix + self._mac.tag(head + prefix)
+        return prefix + self._mac.tag(head + prefix + bound)
 
 
 class AuthResult(Enum):
@@ -155,3 +173,49 @@ class FrameVerifier:
         if self._on_accept is not None:
             self._on_accept(auth.key_id, auth.counter)
         return Verdict(AuthResult.OK, role, auth.counter)
+
+
+class ResponseVerifier:
+    """The host's check of what the pump sends it (SR-058): answers under the key its
+    request calls for, bound to that request's tag; events under the pump key, each with a
+    counter above the last event's. Only the keys given are checked; a frame whose key
+    the host does not hold passes unchecked (None)."""
+
+    def __init__(self, keys: Mapping[int, bytes]) -> None:
+        self._macs = {int(k): _Hmac(v) for k, v in keys.items() if int(k) in (Role.PUMP, Role.SIM)}
+        self.last_event_counter = 0
+
+    def holds(self, key_id: int) -> bool:
+        return int(key_id) in self._macs
+
+    def answer(self, frame: Frame, key_id: int, request_tag: bytes | None) -> AuthResult | None:
+        """The verdict on an answer that must be signed with `key_id` and bound to
+        `request_tag` (None: the request had no trailer)."""
+        mac = self._macs.get(int(key_id))
+        if mac is None:
+            return None
+        auth = frame.auth
+        if auth is None:
+            return AuthResult.NO_TRAILER
+        if auth.key_id != key_id:
+            return AuthResult.UNKNOWN_KEY
+        bound = request_tag if request_tag is not None else NO_REQUEST_TAG
+        if not hmac.compare_digest(mac.tag(frame.signed + bound), auth.tag):
+            return AuthResult.BAD_TAG
+        return AuthResult.OK
+
+    def event(self, frame: Frame) -> AuthResult | None:
+        mac = self._macs.get(Role.PUMP)
+        if mac is None:
+            return None
+        auth = frame.auth
+        if auth is None:
+            return AuthResult.NO_TRAILER
+        if auth.key_id != Role.PUMP:
+            return AuthResult.UNKNOWN_KEY
+        if not hmac.compare_digest(mac.tag(frame.signed), auth.tag):
+            return AuthResult.BAD_TAG
+        if auth.counter <= self.last_event_counter:
+            return AuthResult.REPLAYED
+        self.last_event_counter = auth.counter
+        return AuthResult.OK

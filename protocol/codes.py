@@ -31,6 +31,7 @@ class Role(IntEnum):
     CLINICIAN = 1  # clinician programmer: programming, boluses, refill, log
     PATIENT = 2  # patient's PTM (personal therapy manager): bolus requests and status
     SIM = 3  # test harness: sim-control only, answered by the emulator
+    PUMP = 4  # the pump itself: signs its answers and events (SR-058); never accepted on a request
 
 
 class NakReason(IntEnum):

@@ -11,7 +11,12 @@ from pathlib import Path
 
 from .codes import Role
 
-ROLE_NAMES: dict[Role, str] = {Role.CLINICIAN: "clinician", Role.PATIENT: "patient", Role.SIM: "sim"}
+ROLE_NAMES: dict[Role, str] = {
+    Role.CLINICIAN: "clinician",
+    Role.PATIENT: "patient",
+    Role.SIM: "sim",
+    Role.PUMP: "pump",
+}
 ROLES_BY_NAME: dict[str, Role] = {name: role for role, name in ROLE_NAMES.items()}
 
 

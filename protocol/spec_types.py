@@ -359,7 +359,8 @@ def role_table() -> str:
     rows = []
     for role in Role:
         allowed = [c.NAME for c in REGISTRY.values() if role in c.ROLES]
-        rows.append((role.value, role.name, member_meaning(Role, role), ", ".join(allowed)))
+        may = ", ".join(allowed) or "no request: the pump signs its answers and events with it"
+        rows.append((role.value, role.name, member_meaning(Role, role), may))
     return table(["key_id", "Role", "Who", "May send"], rows)
 
 

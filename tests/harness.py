@@ -65,7 +65,7 @@ from protocol.messages import (
 )
 from protocol.schema import family_of
 from tools import hil
-from tools.client import Client, NoAnswer, Refused, load_keys
+from tools.client import Client, NoAnswer, Refused, Unauthentic, load_keys
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -196,8 +196,9 @@ class EmulatorProcess(_Process):
 class ControllerProcess(_Process):
     """`python -m emulator.scripted` on the emulator's pump-link pty."""
 
-    def __init__(self, pump_port: str, script: Path, log: Path) -> None:
+    def __init__(self, pump_port: str, script: Path, log: Path, keys: Path | None = None) -> None:
         argv = [PYTHON, "-m", "emulator.scripted", "--port", pump_port, "--script", str(script), "--exit-on-stdin-eof"]
+        argv += ["--keys", str(keys)] if keys is not None else []
         super().__init__(argv, log)
 
 
@@ -288,7 +289,7 @@ class Procs:
         name = self._name("ctl")
         script = write_script(self.tmp, actions, f"{name}.json")
         boots = boot_count(emu.state_dir)
-        ctl = ControllerProcess(emu.pump, script, self.tmp / f"{name}.log")
+        ctl = ControllerProcess(emu.pump, script, self.tmp / f"{name}.log", emu.state_dir / "keys.json")
         self.started.append(ctl)
         if connect == "sim":
             wait_alive(emu.sim, ctl)
@@ -582,6 +583,9 @@ class PumpHost:
     def events(self, kind: type | None = None) -> list:
         """Host events received so far (read the port first)."""
         self.client.poll()
+        refused = [e for e in self.client.events if isinstance(e, Unauthentic)]
+        if refused:
+            raise refused[0]  # SR-058: a test never counts an event the client refused
         return [e for e in self.client.events if kind is None or isinstance(e, kind)]
 
 

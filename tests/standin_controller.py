@@ -17,9 +17,10 @@ import serial
 
 from emulator.scripted import Action, ScriptedController
 from protocol import codec
-from protocol.codes import BolusDecision, TherapyState
+from protocol.codes import BolusDecision, Role, TherapyState
 from protocol.framing import Frame, parse_body
-from protocol.messages import BolusRequest, BolusRequestAck, ControllerStart, HostRx, HostTx, Status, StatusAck
+from protocol.keyfile import load_keys
+from protocol.messages import BolusRequest, BolusRequestAck, ControllerStart, HostRx, Status, StatusAck
 from protocol.schema import NONE_U64
 
 
@@ -59,7 +60,7 @@ class StandinController(ScriptedController):
                         battery_mv=0,
                         last_command_id=0,
                     )
-                out.append(HostTx(frame=codec.encode_to_body(reply, f.seq)))
+                out.append(self.host_answer(reply, f))
                 return
         super()._on(msg, out)
 
@@ -67,9 +68,10 @@ class StandinController(ScriptedController):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.standin_controller", description=__doc__)
     p.add_argument("--port", required=True)
+    p.add_argument("--keys", help="a keys.json: its pump key signs the answers (SR-058)")
     p.add_argument("--exit-on-stdin-eof", action="store_true")
     args = p.parse_args(argv)
-    ctl = StandinController([Action(0, "resume")])
+    ctl = StandinController([Action(0, "resume")], pump_key=load_keys(args.keys).get(Role.PUMP) if args.keys else None)
     with serial.Serial(args.port, timeout=0) as ser:
         fd = ser.fileno()
         stdin = sys.stdin.fileno()

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.auth import COUNTER_CEILING, COUNTER_MAX, AuthResult, FrameSigner, FrameVerifier, compute_tag
+from protocol.auth import (
+    COUNTER_CEILING,
+    COUNTER_MAX,
+    AuthResult,
+    FrameSigner,
+    FrameVerifier,
+    ResponseVerifier,
+    compute_tag,
+)
 from protocol.codec import MessageDecoder, Received, encode
 from protocol.codes import Role
 from protocol.framing import (
@@ -27,7 +35,7 @@ from protocol.framing import (
 from protocol.messages import BY_NAME
 from tests.strategies import messages, seqs
 
-KEYS = {Role.CLINICIAN: b"C" * 32, Role.PATIENT: bytes(range(32)), Role.SIM: b"\x00" * 16}
+KEYS = {Role.CLINICIAN: b"C" * 32, Role.PATIENT: bytes(range(32)), Role.SIM: b"\x00" * 16, Role.PUMP: b"P" * 32}
 OTHER_KEY = b"not the key, not the key, no...."
 BOLUS = BY_NAME["BOLUS_REQUEST"]
 PROGRAM = BY_NAME["PROGRAM"]
@@ -137,7 +145,7 @@ def test_counters_are_per_key():
     assert v.check(signed_frame(key_id=Role.PATIENT, counter=50)).ok
     assert v.check(signed_frame(key_id=Role.CLINICIAN, counter=0)).ok
     assert v.check(signed_frame(key_id=Role.SIM, counter=7)).ok
-    assert v.last_counters == {Role.CLINICIAN: 1, Role.PATIENT: 51, Role.SIM: 8}
+    assert v.last_counters == {Role.CLINICIAN: 1, Role.PATIENT: 51, Role.SIM: 8, Role.PUMP: 0}
     assert rec.calls == [(Role.PATIENT, 51), (Role.CLINICIAN, 1), (Role.SIM, 8)]
 
 
@@ -252,7 +260,7 @@ def test_forged_high_counter_does_not_advance():
 
 def test_unknown_key_id():
     v, rec = verifier()
-    for key_id in (4, 200, 255):
+    for key_id in (5, 200, 255):
         verdict = v.check(signed_frame(key_id=key_id, key=OTHER_KEY))
         assert verdict.result is AuthResult.UNKNOWN_KEY and verdict.role is None
     # a key the verifier holds under an id that is no role: still unknown, never OK
@@ -326,3 +334,54 @@ def test_restored_counter_boundary(restored):
     assert v.check(signed_frame(key_id=Role.SIM, counter=restored - 2)).result is AuthResult.REPLAYED
     assert v.check(signed_frame(key_id=Role.SIM, counter=restored - 1)).result is AuthResult.REPLAYED  # == restored
     assert v.check(signed_frame(key_id=Role.SIM, counter=restored)).ok  # restored + 1
+
+
+# ---------------------------------------------------------------- the pump's answers and events (SR-058)
+
+
+def _answer(request_tag: bytes | None, key_id: int = Role.PUMP, key: bytes | None = None, counter: int = 0) -> Frame:
+    signer = FrameSigner(key_id, KEYS[key_id] if key is None else key, counter)
+    frame = parse_body(encode_body(0x65, 7, b"\x01\x02", signer.bound(request_tag)))
+    assert type(frame) is Frame
+    return frame
+
+
+def test_an_answer_is_bound_to_its_request_tag():
+    tag_a, tag_b = b"A" * TAG_SIZE, b"B" * TAG_SIZE
+    v = ResponseVerifier(KEYS)
+    assert v.answer(_answer(tag_a), Role.PUMP, tag_a) is AuthResult.OK
+    # The same genuine answer, offered as the answer to another request: refused.
+    assert v.answer(_answer(tag_a), Role.PUMP, tag_b) is AuthResult.BAD_TAG
+    # A request without a trailer: bound to NO_REQUEST_TAG, and to nothing else.
+    assert v.answer(_answer(None), Role.PUMP, None) is AuthResult.OK
+    assert v.answer(_answer(None), Role.PUMP, tag_a) is AuthResult.BAD_TAG
+    # The bound tag is not the unbound one: an event's tag does not make an answer.
+    unbound = parse_body(encode_body(0x65, 7, b"\x01\x02", FrameSigner(Role.PUMP, KEYS[Role.PUMP])))
+    assert v.answer(unbound, Role.PUMP, tag_a) is AuthResult.BAD_TAG
+
+
+def test_an_answer_needs_the_key_its_request_calls_for():
+    tag = b"T" * TAG_SIZE
+    v = ResponseVerifier(KEYS)
+    assert v.answer(_answer(tag, Role.SIM), Role.SIM, tag) is AuthResult.OK
+    assert v.answer(_answer(tag, Role.SIM), Role.PUMP, tag) is AuthResult.UNKNOWN_KEY
+    assert v.answer(_answer(tag, key=OTHER_KEY), Role.PUMP, tag) is AuthResult.BAD_TAG
+    plain = parse_body(encode_body(0x65, 7, b"\x01\x02"))
+    assert v.answer(plain, Role.PUMP, tag) is AuthResult.NO_TRAILER
+    # A host without the pump key cannot check: no verdict, not a pass.
+    assert ResponseVerifier({Role.SIM: KEYS[Role.SIM]}).answer(plain, Role.PUMP, tag) is None
+
+
+def test_events_need_the_pump_key_and_a_rising_counter():
+    signer = FrameSigner(Role.PUMP, KEYS[Role.PUMP], 100)
+    first = parse_body(encode_body(0x90, 1, b"\x00", signer))
+    second = parse_body(encode_body(0x90, 2, b"\x00", signer))
+    v = ResponseVerifier(KEYS)
+    assert v.event(first) is AuthResult.OK
+    assert v.event(second) is AuthResult.OK
+    assert v.event(first) is AuthResult.REPLAYED
+    assert v.event(second) is AuthResult.REPLAYED
+    forged = parse_body(encode_body(0x90, 3, b"\x00", FrameSigner(Role.PUMP, OTHER_KEY, 500)))
+    assert v.event(forged) is AuthResult.BAD_TAG
+    assert v.last_event_counter == 102  # a forged frame does not move it
+    assert v.event(parse_body(encode_body(0x90, 3, b"\x00"))) is AuthResult.NO_TRAILER

@@ -413,9 +413,9 @@ def test_each_bolus_denial_reason(procs, tmp_path):
 class StandinProcess(_Process):
     """tests/standin_controller.py on a split emulator's pump link."""
 
-    def __init__(self, pump_port: str, log: Path) -> None:
-        argv = [PYTHON, "-m", "tests.standin_controller", "--port", pump_port, "--exit-on-stdin-eof"]
-        super().__init__(argv, log)
+    def __init__(self, pump_port: str, log: Path, keys: Path) -> None:
+        argv = [PYTHON, "-m", "tests.standin_controller", "--port", pump_port, "--keys", str(keys)]
+        super().__init__([*argv, "--exit-on-stdin-eof"], log)
 
 
 def test_bolus_denied_for_an_active_alarm(procs, tmp_path):
@@ -423,7 +423,7 @@ def test_bolus_denied_for_an_active_alarm(procs, tmp_path):
     first there; ALARM_ACTIVE is its rule's defence in depth. A stand-in controller on the
     pump link gives that answer, so the CLI's mapping is tested over the real links."""
     emu = procs.emulator(split=True)
-    ctl = StandinProcess(emu.pump, tmp_path / "standin.log")
+    ctl = StandinProcess(emu.pump, tmp_path / "standin.log", emu.state_dir / "keys.json")
     procs.started.append(ctl)
     wait_alive(emu.sim, ctl)
     emu.sim.close()

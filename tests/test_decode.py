@@ -16,8 +16,9 @@ import pytest
 
 from emulator.capture import PCAP_HEADER, RECORD_HEADER, Capture, Direction, Link, read_capture
 from protocol import framing
-from protocol.codes import NakReason, Role
+from protocol.codes import MessageFamily, NakReason, Role
 from protocol.messages import BY_NAME, Hello, HostRx, Nak, Program, SimAdvance, Status, TimeRequest
+from protocol.schema import family_of
 from tests.captures import (
     REPO,
     body,
@@ -99,7 +100,12 @@ def test_signed_requests_name_their_role_and_counter(frames):
     (bolus,) = by_name(frames, "BOLUS_REQUEST", Direction.HOST_TO_PUMP)
     assert (bolus.body.auth.role_name, bolus.body.auth.counter) == ("patient", 1)
     assert [f.body.auth.role for f in by_name(frames, "SIM_ADVANCE")] == [Role.SIM, Role.SIM]
-    assert all(fr.body.auth is None for fr in frames if fr.direction != Direction.HOST_TO_PUMP)
+    # SR-058: what the pump and the emulator send the host is signed, pump-link frames not.
+    to_host = [fr for fr in frames if fr.direction == Direction.PUMP_TO_HOST]
+    sim = {fr for fr in to_host if family_of(fr.body.msg_type) is MessageFamily.SIM_RESPONSE}
+    assert sim and {fr.body.auth.role for fr in sim} == {Role.SIM}
+    assert {fr.body.auth.role for fr in to_host if fr not in sim} == {Role.PUMP}
+    assert all(fr.body.auth is None for fr in frames if fr.link == Link.PUMP)
 
 
 def test_the_refused_program_shows_as_a_nak_with_its_reason_named(frames):
@@ -127,7 +133,7 @@ def test_relays_show_the_host_frame_they_carry(frames):
         assert host_out[fr.relayed.raw].message == fr.relayed.message
     text = format_text(frames)
     assert re.search(r"HOST_RX .* frame=\[PROGRAM seq=5 clinician#5: command_id=4 drug=\"morphine\"", text)
-    assert re.search(r"HOST_TX .* frame=\[PROGRAM_ACK seq=5: command_id=4\]", text)
+    assert re.search(r"HOST_TX .* frame=\[PROGRAM_ACK seq=5 pump#\d+: command_id=4\]", text)
     assert re.search(r"HOST_RX .* frame=\[STATUS seq=\d+ patient#2\]", text)
 
 

@@ -324,7 +324,7 @@ def capture_scenario(emu, keys) -> None:
 
 
 def test_same_scenario_same_seed_gives_identical_captures(procs, tmp_path):
-    keys = {"clinician": "11" * 32, "patient": "22" * 32, "sim": "33" * 32}
+    keys = {"clinician": "11" * 32, "patient": "22" * 32, "sim": "33" * 32, "pump": "44" * 32}
     m = model(tmp_path, stroke_error_sd_ppm=10_000)
     runs = []
     for i, seed in enumerate((5, 5, 6)):

@@ -310,7 +310,7 @@ def test_bug_model_accepted_values_the_protocol_cannot_carry(keys, named):
 def test_state_dir_keys_are_owner_only_and_reused(tmp_path):
     sd = StateDir(tmp_path / "sd")
     k1 = sd.keys()
-    assert set(k1) == {Role.CLINICIAN, Role.PATIENT, Role.SIM}
+    assert set(k1) == {Role.CLINICIAN, Role.PATIENT, Role.SIM, Role.PUMP}
     assert stat.S_IMODE(os.stat(sd.keys_file).st_mode) == 0o600
     assert StateDir(tmp_path / "sd").keys() == k1
 
@@ -322,7 +322,7 @@ def test_state_dir_refuses_keys_readable_by_others(tmp_path):
     with pytest.raises(StateError, match="readable by others"):
         sd.keys()
     sd.keys_file.chmod(0o600)
-    assert set(sd.keys()) == {Role.CLINICIAN, Role.PATIENT, Role.SIM}
+    assert set(sd.keys()) == {Role.CLINICIAN, Role.PATIENT, Role.SIM, Role.PUMP}
 
 
 def test_state_dir_never_regenerates_keys_the_firmware_already_holds(tmp_path):
@@ -338,7 +338,7 @@ def test_state_dir_never_regenerates_keys_the_firmware_already_holds(tmp_path):
     assert "keys.json is missing" in str(e.value) and f"moving {FIRMWARE_NVM} away" in str(e.value)
     assert not sd.keys_file.exists()  # nothing regenerated
     (sd.path / FIRMWARE_NVM).unlink()  # re-provisioned: a new pump
-    assert set(sd.keys()) == {Role.CLINICIAN, Role.PATIENT, Role.SIM}
+    assert set(sd.keys()) == {Role.CLINICIAN, Role.PATIENT, Role.SIM, Role.PUMP}
 
 
 def test_the_emulator_and_the_firmware_name_the_same_nvm_file():

@@ -802,3 +802,15 @@ def test_rule_catheter_an_nvm_written_before_the_catheter_had_a_state_loads_as_u
     d = Catheter.from_data([[1_000, OLD], [500, NEW]])
     assert d.state is CatheterState.UNKNOWN and d.volume_nl == 1_500
     assert d.segments_tip_first() == ((1_000, OLD), (500, NEW))
+
+
+def test_rule_pump_counter_reserves_a_block_ahead_and_only_when_needed():
+    """SR-058: NVM holds the top of the block in use, written before a counter beyond it."""
+    from firmware.rules import pump_counter
+
+    assert pump_counter.reservation(1, 0) == pump_counter.BLOCK
+    assert pump_counter.reservation(pump_counter.BLOCK, pump_counter.BLOCK) is None
+    top = pump_counter.BLOCK
+    # After a reset signing restarts at the top reserved: the next counter is above every
+    # one the block can have used, and reserves the next block.
+    assert pump_counter.reservation(top + 1, top) == 2 * pump_counter.BLOCK

@@ -500,7 +500,7 @@ def _connect(args: argparse.Namespace, role=None):
 
 
 def _pump_command(args: argparse.Namespace) -> int:
-    from tools.client import ClientError, NoAnswer, Refused
+    from tools.client import ClientError, NoAnswer, Refused, Unauthentic
 
     name = _command_name(args)
     try:
@@ -528,6 +528,10 @@ def _pump_command(args: argparse.Namespace) -> int:
         return _fail(args, name, message, EXIT_REFUSED, data)
     except NoAnswer as e:
         return _fail(args, name, str(e), EXIT_NO_ANSWER, {"no_answer": True, "kind": type(e).__name__})
+    except Unauthentic as e:  # SR-058: a forged or damaged answer is no answer
+        return _fail(
+            args, name, str(e), EXIT_NO_ANSWER, {"no_answer": True, "unauthentic": True, "kind": "Unauthentic"}
+        )
     except ClientError as e:
         return _fail(args, name, str(e), EXIT_USAGE, {"usage_error": True})
     for line in out.errors:

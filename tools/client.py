@@ -19,6 +19,12 @@ the pump never got the command and `NotAccepted` is raised (nothing changed; sen
 again as a new command is the caller's decision); if STATUS does not answer either,
 `Uncertain` is raised. Read-only requests (status, info, log, prescription, ground
 truth, fault switches) may be retried; commands and sim advance never are.
+
+What the pump sends is checked when the client holds its key (SR-058): each answer must
+carry a tag under the pump key (sim-control's: the sim key) that covers the tag of the
+request it answers, and each event a tag under the pump key and a counter above the last
+event's. A frame that fails is never acted on: the request waiting for it raises
+Unauthentic, and so does reading the events at the place of a refused event.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ from pathlib import Path
 import serial
 
 from protocol import codec
-from protocol.auth import FrameSigner
+from protocol.auth import AuthResult, FrameSigner, ResponseVerifier
 from protocol.codes import AlarmId, Fault, Link, MessageFamily, MotorState, NakReason, Role
+from protocol.framing import Frame, FrameDecoder
 from protocol.keyfile import load_keys
 from protocol.messages import (
     HOST_LINK_TYPES,
@@ -125,6 +132,20 @@ class Uncertain(NoAnswer):
         self.command_id = command_id
 
 
+class Unauthentic(ClientError):
+    """An answer or event failed authentication (SR-058): spoofed or damaged on the way,
+    and not acted on (CLI exit status 4). Not a NoAnswer: a command whose answer was
+    forged is not resolved by asking STATUS behind the caller's back."""
+
+
+_WHY = {
+    AuthResult.NO_TRAILER: "it carries no auth trailer",
+    AuthResult.UNKNOWN_KEY: "it is not signed with the key that must sign it",
+    AuthResult.BAD_TAG: "its tag is wrong (forged, damaged, or a recorded answer to another request)",
+    AuthResult.REPLAYED: "its counter is not above the last event's (a recorded event sent again)",
+}
+
+
 class EventTimeout(ClientError):
     """expect_event: simulated time ran out with no matching event."""
 
@@ -201,10 +222,14 @@ class Client:
             except (serial.SerialException, OSError):
                 pass
         self._rx = codec.MessageDecoder(HOST_LINK_TYPES)
+        # SR-058: what each request sent (its seq) must be answered under: (key id, tag).
+        self._verifier = ResponseVerifier(keys)
+        self._tx = FrameDecoder(None)
+        self._asked: dict[int, tuple[int, bytes | None]] = {}
         self._seq = int(time.time_ns() // 1000) & 0xFFFF
         self._command_id = secrets.randbelow(0xFFFF_0000) + 1
-        self.events: deque[Message] = deque(maxlen=10_000)
-        self._responses: dict[int, Message] = {}
+        self.events: deque[Message | Unauthentic] = deque(maxlen=10_000)
+        self._responses: dict[int, Message | Unauthentic] = {}
 
     @classmethod
     def from_state_dir(
@@ -232,6 +257,14 @@ class Client:
     # ------------------------------------------------------------ the wire
 
     def send_raw(self, data: bytes) -> None:
+        # Whatever is sent, its answer must be bound to the tag it carried (a frame whose
+        # header could not be read: none).
+        for item in self._tx.feed(data):
+            if item.msg_type is None:
+                continue
+            sim = family_of(item.msg_type) is MessageFamily.SIM_REQUEST
+            auth = item.auth if type(item) is Frame else None
+            self._asked[item.seq] = (Role.SIM if sim else Role.PUMP, auth.tag if auth is not None else None)
         try:
             self.ser.write(data)
             self.ser.flush()
@@ -332,6 +365,8 @@ class Client:
         while True:
             got = get()
             if got is not None:
+                if isinstance(got, Unauthentic):
+                    raise got
                 return got
             if time.monotonic() >= deadline:
                 raise NoAnswer(f"no answer from {self.port_path} within {timeout_s:g} s")
@@ -352,11 +387,34 @@ class Client:
             raise PortLost(f"port {self.port_path} lost: {e}") from None
         for item in self._rx.feed(data):
             if isinstance(item, codec.Received):
-                fam = family_of(item.frame.msg_type)
-                if fam is MessageFamily.HOST_EVENT:
-                    self.events.append(item.message)
-                else:
-                    self._responses[item.frame.seq] = item.message
+                frame = item.frame
+                if family_of(frame.msg_type) is MessageFamily.HOST_EVENT:
+                    self.events.append(self._checked_event(item))
+                elif not isinstance(self._responses.get(frame.seq), Unauthentic):
+                    # A refused answer is not displaced by another with its seq that came
+                    # in the same read: the caller hears that the link is being tampered with.
+                    self._responses[frame.seq] = self._checked_answer(item)
+
+    def _checked_answer(self, item: codec.Received) -> Message | Unauthentic:
+        frame = item.frame
+        key_id, tag = self._asked.get(frame.seq, (Role.PUMP, None))
+        verdict = self._verifier.answer(frame, key_id, tag)
+        if verdict is None or verdict is AuthResult.OK:
+            return item.message
+        return Unauthentic(
+            f"the answer with seq {frame.seq} ({type(item.message).NAME}) failed authentication: "
+            f"{_WHY[verdict]}. It is a spoofed or damaged answer and was not acted on; ask again "
+            "(STATUS before any command), and if this repeats, someone else may be writing to the link"
+        )
+
+    def _checked_event(self, item: codec.Received) -> Message | Unauthentic:
+        verdict = self._verifier.event(item.frame)
+        if verdict is None or verdict is AuthResult.OK:
+            return item.message
+        return Unauthentic(
+            f"an event ({type(item.message).NAME}) failed authentication: {_WHY[verdict]}. "
+            "It is a spoofed, damaged or replayed event and was not acted on"
+        )
 
     # ------------------------------------------------------------ events
 
@@ -366,13 +424,19 @@ class Client:
         deadline = time.monotonic() + wait_s
         while True:
             while self.events:
-                yield self.events.popleft()
+                ev = self.events.popleft()
+                if isinstance(ev, Unauthentic):
+                    raise ev
+                yield ev
             if time.monotonic() >= deadline:
                 return
             self._pump_once()
 
     def _take_event(self, predicate: Callable[[Message], bool]) -> Message | None:
         for i, ev in enumerate(self.events):
+            if isinstance(ev, Unauthentic):
+                del self.events[i]
+                raise ev
             if predicate(ev):
                 del self.events[i]
                 return ev

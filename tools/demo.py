@@ -51,7 +51,7 @@ from protocol.messages import (
 )
 from protocol.vectors import reference_prescription
 from tools import plot
-from tools.client import Client, ClientError, NoAnswer, Refused, load_keys
+from tools.client import Client, ClientError, NoAnswer, Refused, Unauthentic, load_keys
 
 MG = 1_000_000  # ng
 DAY_MS = 86_400_000
@@ -240,6 +240,8 @@ class Driver:
         out = []
         while self.c.events:
             ev = self.c.events.popleft()
+            if isinstance(ev, Unauthentic):
+                raise ev  # SR-058: never counted as an alarm
             if isinstance(ev, AlarmRaised):
                 out.append(ev)
         return out

@@ -48,6 +48,7 @@ local vs_Role = {
     [1] = "CLINICIAN",
     [2] = "PATIENT",
     [3] = "SIM",
+    [4] = "PUMP",
 }
 
 local vs_NakReason = {
