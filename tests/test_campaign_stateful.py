@@ -569,6 +569,8 @@ class PumpCampaign(RuleBasedStateMachine):
         # (what, command id, pump ms, lockout ms it sets) of each PROGRAM and REFILL_COMPLETE
         # sent, in order, to be matched with the log's entries
         self.lockout_events: deque[tuple[str, int, int | None, int | None]] = deque()
+        self.refusals_unlogged = 0  # refused programs the log left out (counted in summaries)
+        self.refusals_summarised = 0
         self.log_next = 1
         self.log_lockout_ms = 0
         self.log_starts: list[int] = []
@@ -1418,6 +1420,14 @@ class PumpCampaign(RuleBasedStateMachine):
                 return changes
             assert ack.entries, f"log page empty below next_seq {ack.next_seq}"
 
+    def _skip_unlogged_refusals(self, until: int | None = None) -> None:
+        """Refused programs ahead of this entry that the log left out (over the budget of
+        their kind: counted in a later REFUSALS_SUMMARY instead)."""
+        q = self.lockout_events
+        while q and q[0][0] == "refused" and q[0][1] != until:
+            q.popleft()
+            self.refusals_unlogged += 1
+
     def _log_entry(self, e) -> None:
         if e.event is LogEvent.THERAPY_STATE:
             if e.arg1 == TherapyState.RUNNING:
@@ -1425,14 +1435,23 @@ class PumpCampaign(RuleBasedStateMachine):
             elif self.not_running_since_s is None:
                 self.not_running_since_s = e.time_s
         if e.event is LogEvent.PROGRAM_ACCEPTED or e.event is LogEvent.REFILL_COMPLETE:
+            self._skip_unlogged_refusals()
             kind, cid, at, lockout_ms = self.lockout_events.popleft()
             assert kind == ("program" if e.event is LogEvent.PROGRAM_ACCEPTED else "refill"), (e, kind)
             assert e.event is not LogEvent.PROGRAM_ACCEPTED or e.arg0 == cid, (e, cid)
             if lockout_ms is not None:
                 self.log_lockout_ms = max(self.log_lockout_ms, at + lockout_ms)
         elif e.event is LogEvent.PROGRAM_REFUSED:
+            self._skip_unlogged_refusals(until=e.arg0)
             kind, cid, _, _ = self.lockout_events.popleft()
             assert kind == "refused" and cid == e.arg0, (e, kind, cid)
+        elif e.event is LogEvent.REFUSALS_SUMMARY and e.arg0 == LogEvent.PROGRAM_REFUSED:
+            # Refusals beyond the log's budget are counted, not logged one by one (SR-056):
+            # never more than were refused and left out.
+            self.refusals_summarised += e.arg1
+            assert self.refusals_summarised <= self.refusals_unlogged + sum(
+                1 for k, *_ in self.lockout_events if k == "refused"
+            ), (e, self.refusals_summarised, self.refusals_unlogged)
         elif e.event is LogEvent.ALARM_RAISED:
             FIGURES.count(FIGURES.alarms, AlarmId(e.arg0).name.lower())
         elif e.event is LogEvent.BOLUS_STARTED and e.arg1 == BolusKind.PRIMING:
