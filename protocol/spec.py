@@ -33,15 +33,15 @@ from .framing import FrameErrorKind
 from .messages import REGISTRY
 from .schema import FAMILY_RANGES, HOST_LINK_RANGE, NONE_I32, NONE_U32, NONE_U64, PUMP_LINK_RANGE, max_size
 from .spec_types import (
-    _int_name,
-    _range_text,
     ack_pairs_table,
     command_id_requests,
     enum_sections,
     family_table,
+    int_name,
     message_sections,
     nak_table,
     other_requests,
+    range_text,
     record_sections,
     role_table,
     summary_table,
@@ -139,11 +139,11 @@ def _constants() -> dict[str, Callable[[], str]]:
         "NONE_U32": f"0x{NONE_U32:08X}",
         "NONE_I32": NONE_I32,
         "NAK_TYPE": f"0x{messages.Nak.TYPE:02X}",
-        "PUMP_LINK_RANGE": _range_text(*PUMP_LINK_RANGE),
-        "HOST_LINK_RANGE": _range_text(*HOST_LINK_RANGE),
+        "PUMP_LINK_RANGE": range_text(*PUMP_LINK_RANGE),
+        "HOST_LINK_RANGE": range_text(*HOST_LINK_RANGE),
     }
     for lo, hi, fam in FAMILY_RANGES:
-        values[f"RANGE_{fam.name}"] = _range_text(lo, hi)
+        values[f"RANGE_{fam.name}"] = range_text(lo, hi)
     return {k: (lambda v=v: str(v)) for k, v in values.items()}
 
 
@@ -162,7 +162,7 @@ def frame_table() -> str:
     off = 0
     for name, code, meaning in zip(names, codes_, meanings, strict=True):
         size = cs.FormatField("<", code).sizeof()
-        rows.append((off, size, f"`{name}`", _int_name(code), meaning))
+        rows.append((off, size, f"`{name}`", int_name(code), meaning))
         off += size
     h = framing.HEADER_SIZE
     rows += [
@@ -187,14 +187,14 @@ def trailer_table() -> str:
             0,
             k,
             "`key_id`",
-            _int_name(p[0]) + " " + link("Role"),
+            int_name(p[0]) + " " + link("Role"),
             "the key the frame is signed with = the sender's role",
         ),
         (
             k,
             c,
             "`counter`",
-            _int_name(p[1]),
+            int_name(p[1]),
             "per-key counter, greater than every counter accepted before for this key",
         ),
         (

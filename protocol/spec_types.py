@@ -30,7 +30,7 @@ from .schema import (
 from .specmd import link, table
 
 
-def _int_name(code: str) -> str:
+def int_name(code: str) -> str:
     """'u32' for struct code 'I' or 'L', 'i64' for 'q', and so on."""
     return ("i" if code.islower() else "u") + str(8 * struct.calcsize("<" + code))
 
@@ -184,7 +184,7 @@ def records() -> list[type]:
 def field_type(sub: cs.Construct) -> tuple[str, str, int | None]:
     """(size, type, fixed size or None) of one field, as SPEC.md writes them."""
     if isinstance(sub, EnumField):
-        base = _int_name(sub.subcon.fmtstr[1])
+        base = int_name(sub.subcon.fmtstr[1])
         return str(sub.sizeof()), f"{base} {link(sub.enum.__name__)}", sub.sizeof()
     if isinstance(sub, BoolField):
         return "1", "bool (u8, 0 or 1)", 1
@@ -196,7 +196,7 @@ def field_type(sub: cs.Construct) -> tuple[str, str, int | None]:
         rec = sub.record
         return f"1 + {rec._fmt.size}·n", f"array (u8 n) of {link(rec.__name__)}, n ≤ {sub.max_items}", None
     if isinstance(sub, cs.FormatField):
-        return str(sub.sizeof()), _int_name(sub.fmtstr[1]), sub.sizeof()
+        return str(sub.sizeof()), int_name(sub.fmtstr[1]), sub.sizeof()
     raise TypeError(f"field type {sub!r} is not in the protocol's vocabulary")
 
 
@@ -287,7 +287,7 @@ def _family_direction(fam: MessageFamily) -> str:
 # ---------------------------------------------------------------- tables of the message set
 
 
-def _range_text(lo: int, hi: int) -> str:
+def range_text(lo: int, hi: int) -> str:
     return f"0x{lo:02X}–0x{hi:02X}"
 
 
@@ -295,7 +295,7 @@ def family_table() -> str:
     rows = []
     for lo, hi, fam in FAMILY_RANGES:
         used = sum(1 for t in REGISTRY if lo <= t <= hi)
-        rows.append((_range_text(lo, hi), fam.name, _family_direction(fam), _signed_text(fam), used))
+        rows.append((range_text(lo, hi), fam.name, _family_direction(fam), _signed_text(fam), used))
     return table(["Range", "Family", "Direction", "Signed", "Types used"], rows)
 
 
@@ -374,7 +374,7 @@ def message_sections() -> str:
         members = [c for t, c in REGISTRY.items() if lo <= t <= hi]
         if not members:
             continue
-        out.append(f"### {FAMILY_TEXT[fam].capitalize()} messages, {_range_text(lo, hi)}")
+        out.append(f"### {FAMILY_TEXT[fam].capitalize()} messages, {range_text(lo, hi)}")
         out.append("")
         out.append(f"{_family_direction(fam).capitalize()}.")
         out.append("")
