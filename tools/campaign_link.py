@@ -284,7 +284,7 @@ class LinkRig:
     # -------------------------------------------------------- sim-control, out of band
 
     def sim(self, msg: Message) -> Message:
-        return self.rig._sim_handle(msg)
+        return self.rig.sim_handle(msg)
 
     def truth(self) -> SimGroundTruthAck:
         return self.sim(SimGroundTruth(tones_from=0))
