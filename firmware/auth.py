@@ -17,7 +17,7 @@ keeps reserved in NVM ahead of use.
 
 from __future__ import annotations
 
-from protocol.auth import AuthResult, FrameSigner, FrameVerifier
+from protocol.auth import AuthResult, FrameSigner, FrameVerifier, wrap_key
 from protocol.codes import LogEvent, NakReason, Role
 from protocol.framing import Frame
 
@@ -62,6 +62,21 @@ class Auth:
         # Signing goes on above the block reserved before the reset, never inside it.
         self._sign_with(keys.get(Role.PUMP, handed), self.pump_reserved)
         return Role.PUMP not in keys and handed is not None
+
+    def update_key(self, role: Role, wrapped: bytes) -> bool:
+        """SR-059: the KEY_UPDATE just verified (under the clinician's key, its counter the
+        last accepted) replaces `role`'s key, or revokes it when `wrapped` is empty. Its
+        counter floor stays: a host's counters only rise. Returns True when revoked."""
+        if wrapped:
+            counter = self.verifier.last_counters[int(Role.CLINICIAN)]
+            self.keys[role] = wrap_key(self.keys[Role.CLINICIAN], role, counter, wrapped)
+        else:
+            self.keys.pop(role, None)
+        counters = self.verifier.last_counters
+        self.verifier = FrameVerifier(self.keys)
+        self.verifier.last_counters.update({k: v for k, v in counters.items() if k in self.keys})
+        self.outbox.touch("keys", "auth")
+        return not wrapped
 
     def _sign_with(self, key: bytes | None, counter: int) -> None:
         self.pump_key = key

@@ -32,6 +32,8 @@ from protocol.messages import (
     ClinicianBolus,
     ClinicianBolusAck,
     Hello,
+    KeyUpdate,
+    KeyUpdateAck,
     LogRead,
     Message,
     Prime,
@@ -71,6 +73,7 @@ from .rules import (
     wrong_state,
 )
 from .rules import clock as clock_rule
+from .rules import key_update as key_rule
 from .rules import lockout as lockout_rule
 from .rules import reservoir as reservoir_rule
 from .rules.run import Purpose
@@ -468,6 +471,19 @@ def set_clock(p: Parts, msg: SetClock) -> SetClockAck | Refusal:
     return SetClockAck(command_id=msg.command_id, clock_s=p.clock.clock_s)
 
 
+def key_update(p: Parts, msg: KeyUpdate) -> KeyUpdateAck | Refusal:
+    """SR-059: replace or revoke a person role's key, persisted in NVM at once."""
+    refused = p.commands.refusal(msg.command_id) or key_rule.refusal(
+        key_rule.KeyUpdateFacts(role=msg.role, wrapped_len=len(msg.wrapped_key))
+    )
+    if refused is not None:
+        return refused
+    revoked = p.auth.update_key(msg.role, msg.wrapped_key)
+    p.outbox.record(LogEvent.KEY_UPDATED, int(msg.role), int(revoked))
+    p.commands.accept(msg.command_id)
+    return KeyUpdateAck(command_id=msg.command_id, role=msg.role, revoked=revoked)
+
+
 HANDLERS: dict[type[Message], Callable] = {
     Hello: hello,
     Status: status,
@@ -478,6 +494,7 @@ HANDLERS: dict[type[Message], Callable] = {
     ClinicianBolus: clinician_bolus_request,
     Prime: prime_request,
     CatheterReplaced: catheter_replaced,
+    KeyUpdate: key_update,
     RefillBegin: refill_begin,
     RefillComplete: refill_complete,
     AlarmAck: alarm_ack,

@@ -113,6 +113,22 @@ class FrameSigner:
         return prefix + self._mac.tag(head + prefix + bound)
 
 
+KEY_WRAP_LABEL = b"thecal key update"
+
+
+def key_pad(clinician_key: bytes, role: int, counter: int) -> bytes:
+    """The pad a KEY_UPDATE's new key is XORed with: bound to the clinician's key, the role
+    and the counter of the frame that carries it (never used twice under that key)."""
+    return hmac.digest(clinician_key, KEY_WRAP_LABEL + bytes([role]) + counter.to_bytes(8, "little"), "sha256")
+
+
+def wrap_key(clinician_key: bytes, role: int, counter: int, key: bytes) -> bytes:
+    """KEY_UPDATE's wrapped_key for `key` (also its own inverse: unwraps)."""
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"a key is {KEY_SIZE} bytes, not {len(key)}")
+    return bytes(a ^ b for a, b in zip(key, key_pad(clinician_key, role, counter), strict=True))
+
+
 class AuthResult(Enum):
     OK = "ok"
     NO_TRAILER = "no_trailer"

@@ -234,3 +234,4 @@ class LogEvent(IntEnum):
     AUTH_FAILURES_SUMMARY = 31  # arg0 key id (Role) or 0 (unsigned, not held), arg1 failures not logged one by one
     REFUSALS_SUMMARY = 32  # arg0 the refusal counted (LogEvent), arg1 how many were not logged one by one
     HARDWARE_REPLACED = 33  # arg0 the hardware's boot count, arg1 strokes the controller had counted (low 32 bits)
+    KEY_UPDATED = 34  # arg0 whose key (Role), arg1 1 revoked, 0 replaced

@@ -470,6 +470,27 @@ CatheterReplacedAck = make_message(
     ),
     answers=CatheterReplaced,
 )
+KeyUpdate = make_message(
+    0x4F,
+    "KEY_UPDATE",
+    "Replace or revoke a person role's key (a lost handset), persisted by the pump. The new key travels "
+    "wrapped: XOR with HMAC-SHA256(clinician key, 'thecal key update' | role u8 | this frame's counter u64 LE); "
+    "the counter is never used twice, so neither is the pad. An empty wrapped_key revokes the role's key. The "
+    "clinician's own key may be replaced, never revoked.",
+    (
+        _cmd(),
+        F("role", EnumField(U8, Role), "whose key: CLINICIAN or PATIENT"),
+        F("wrapped_key", Blob(32), "the new 32-byte key, wrapped; empty: revoke"),
+    ),
+    roles=CLIN,
+)
+KeyUpdateAck = make_message(
+    0x6F,
+    "KEY_UPDATE_ACK",
+    "The role's key is replaced (frames under the old one are refused) or revoked (every frame under it is).",
+    (_cmd(), F("role", EnumField(U8, Role), "whose key"), F("revoked", Bool(), "1: revoked, 0: replaced")),
+    answers=KeyUpdate,
+)
 RefillBegin = make_message(
     0x48,
     "REFILL_BEGIN",

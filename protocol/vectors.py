@@ -86,6 +86,8 @@ from .messages import (
     HostTx,
     HwInfo,
     HwInfoRequest,
+    KeyUpdate,
+    KeyUpdateAck,
     LogEntry,
     LogRead,
     LogReadAck,
@@ -310,6 +312,8 @@ def _examples() -> list[tuple[str, Message, int]]:
         ("SET_CLOCK", SetClock(command_id=9, clock_s=CLOCK_S), 13),
         ("READ_PRESCRIPTION", ReadPrescription(), 14),
         ("CATHETER_REPLACED", CatheterReplaced(command_id=10), 16),
+        # revoke the patient's key (an empty wrapped key); a replacement carries 32 wrapped bytes
+        ("KEY_UPDATE", KeyUpdate(command_id=11, role=Role.PATIENT, wrapped_key=b""), 17),
         # host link: responses
         ("HELLO_ACK", hello_ack, 1),
         (
@@ -406,6 +410,7 @@ def _examples() -> list[tuple[str, Message, int]]:
             CatheterReplacedAck(command_id=10, catheter_state=CatheterState.EMPTY, catheter_volume_nl=200_000),
             16,
         ),
+        ("KEY_UPDATE_ACK", KeyUpdateAck(command_id=11, role=Role.PATIENT, revoked=True), 17),
         ("REFILL_BEGIN_ACK", RefillBeginAck(command_id=7, expected_reservoir_nl=2_000_000), 9),
         ("REFILL_COMPLETE_ACK", RefillCompleteAck(command_id=8, discrepancy_nl=-50_000, reservoir_nl=20_000_000), 10),
         (

@@ -21,6 +21,7 @@ from collections import Counter
 
 import pytest
 
+from emulator.hostlink import SOCKET_NAME
 from firmware.config import FirmwareConfig
 from protocol import codec
 from protocol.auth import COUNTER_CEILING, COUNTER_MAX, FrameSigner, compute_tag, new_key
@@ -29,6 +30,7 @@ from protocol.framing import AUTH_PREFIX
 from protocol.messages import (
     BolusRequest,
     BolusRequestAck,
+    KeyUpdate,
     Message,
     Nak,
     RefillBegin,
@@ -40,6 +42,7 @@ from protocol.messages import (
     Stop,
 )
 from tests.harness import Procs, PumpHost, firmware_pump, program_message, send_frame
+from tools.client import Client, Refused
 
 MG = 1_000_000
 CONC = 5 * MG
@@ -435,3 +438,40 @@ def test_a_frame_signed_at_the_top_of_the_counter_range_does_not_kill_the_key(pr
     assert pump.status().state is TherapyState.RUNNING  # neither STOP was acted on
     pump.request(Stop(command_id=pump.next_id()))  # the key still works, with an ordinary counter
     assert pump.status().state is TherapyState.STOPPED
+
+
+@pytest.mark.req("SR-059")
+def test_a_revoked_patient_key_stays_refused_after_a_power_cycle_and_a_replaced_one_takes_over(procs):
+    """A lost handset: its key was valid for the life of the pump. Now the clinician revokes
+    it (refused at once and after a power cycle), then issues a new one, which works while
+    the old stays refused, across another power cycle. The patient cannot do either, and
+    the clinician's own key cannot be revoked."""
+    pump = running(procs)
+    keys = pump.emulator.keys()
+    sock = str(pump.emulator.state_dir / SOCKET_NAME)
+    old = Client(sock, keys, Role.PATIENT)
+    assert old.status().state is TherapyState.RUNNING
+    with pytest.raises(Refused) as r:  # a patient cannot change keys
+        old.request(KeyUpdate(command_id=old.next_command_id(), role=Role.PATIENT, wrapped_key=b""), Role.PATIENT)
+    assert r.value.reason is NakReason.NOT_PERMITTED
+    with pytest.raises(Refused) as r:
+        pump.client.update_key(Role.CLINICIAN, None)
+    assert (r.value.reason, r.value.field) == (NakReason.OUT_OF_RANGE, "role")
+    assert pump.client.update_key(Role.PATIENT, None).revoked
+    for _ in range(2):
+        with pytest.raises(Refused) as r:
+            old.status()
+        assert r.value.reason is NakReason.AUTH_FAILED
+        pump.client.power_cycle()
+    fresh_key = new_key()
+    assert not pump.client.update_key(Role.PATIENT, fresh_key).revoked
+    fresh = Client(sock, {**keys, Role.PATIENT: fresh_key}, Role.PATIENT)
+    for _ in range(2):
+        assert fresh.status().state is TherapyState.RUNNING
+        with pytest.raises(Refused):
+            old.status()
+        pump.client.power_cycle()
+    updates = [(e.arg0, e.arg1) for e in pump.log() if e.event is LogEvent.KEY_UPDATED]
+    assert updates == [(Role.PATIENT, 1), (Role.PATIENT, 0)]
+    old.close()
+    fresh.close()

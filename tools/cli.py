@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = pump_cmd(sub, "prime", "a priming bolus, therapy stopped: push VOLUME into the catheter")
     pr.add_argument("volume", type=VOLUME_NL, metavar="VOLUME", help="e.g. '0.2 mL' (at most twice the catheter's)")
     pump_cmd(sub, "catheter-replaced", "declare the catheter new and empty (implant or revision), therapy stopped")
+    key = pump_cmd(sub, "key", "replace or revoke a role's key (a lost handset); signed as the clinician")
+    key.add_argument("action", choices=["replace", "revoke"])
+    key.add_argument("key_role", choices=["clinician", "patient"], metavar="ROLE", help="clinician or patient")
 
     refill = pump_cmd(sub, "refill", "refill: begin, complete, or --fill for the whole procedure")
     refill.add_argument("--fill", type=VOLUME_NL, help="volume put in: begin, sim refill and complete in order")
@@ -592,6 +595,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Callable, Any]:
         "clinician-bolus": _clinician_bolus,
         "prime": _prime,
         "catheter-replaced": _catheter_replaced,
+        "key": _key,
         "ack": _ack,
         "log": _log,
     }
@@ -792,6 +796,7 @@ def _log_fields(entry) -> dict[str, Any]:
         e.AUTH_FAILURES_SUMMARY: (("role", enum(Role)), ("count", plain)),
         e.REFUSALS_SUMMARY: (("refused", enum(LogEvent)), ("count", plain)),
         e.HARDWARE_REPLACED: (("boot_count", plain), ("counted_strokes", plain)),
+        e.KEY_UPDATED: (("role", enum(Role)), ("revoked", plain)),
     }
     ev = entry.event
     out: dict[str, Any] = {
@@ -960,6 +965,40 @@ def _catheter_replaced(c, args, _) -> Output:
     data["catheter_state"] = result.catheter_state.name.lower()
     data["catheter_volume_ul"] = _ul(result.catheter_volume_nl)
     text = f"catheter recorded as new and empty ({units.format_volume(result.catheter_volume_nl)}): prime it"
+    return Output(data, text, errors=notes)
+
+
+def _key(c, args, _) -> Output:
+    """SR-059. replace: a new key is made, sent wrapped, and written to the keys file once
+    the pump has it (the old key in the file would be refused from now on). revoke: the
+    pump refuses the role's key from now on; the keys file keeps it, refused."""
+    from pathlib import Path
+
+    from protocol.auth import new_key
+    from protocol.codes import Role
+    from protocol.keyfile import dumps_keys, load_keys
+
+    role = {"clinician": Role.CLINICIAN, "patient": Role.PATIENT}[args.key_role]
+    keys_path = Path(args.keys) if args.keys else Path(args.state_dir) / "keys.json"
+    key = None if args.action == "revoke" else new_key()
+    result = c.update_key(role, key)
+    lost, notes = _confirmed_note(result)
+    data: dict[str, Any] = {"command_id": result.command_id, "role": args.key_role, "revoked": key is None}
+    if key is not None:
+        keys = load_keys(keys_path)
+        keys[role] = key
+        tmp = keys_path.with_name(f".{keys_path.name}.tmp")
+        tmp.write_bytes(dumps_keys(keys))
+        tmp.chmod(0o600)
+        tmp.replace(keys_path)
+        data["keys_file"] = str(keys_path)
+    if lost:
+        data["answer_lost"] = True
+    text = (
+        f"{args.key_role} key revoked: the pump refuses it from now on"
+        if key is None
+        else f"{args.key_role} key replaced; the new one is in {keys_path}"
+    )
     return Output(data, text, errors=notes)
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import serial
 
 from protocol import codec
-from protocol.auth import AuthResult, FrameSigner, ResponseVerifier
+from protocol.auth import AuthResult, FrameSigner, ResponseVerifier, wrap_key
 from protocol.codes import AlarmId, Fault, Link, MessageFamily, MotorState, NakReason, Role
 from protocol.framing import Frame, FrameDecoder
 from protocol.keyfile import load_keys
@@ -55,6 +55,8 @@ from protocol.messages import (
     ClinicianBolusAck,
     Hello,
     HelloAck,
+    KeyUpdate,
+    KeyUpdateAck,
     LogEntry,
     LogRead,
     LogReadAck,
@@ -104,7 +106,7 @@ from tools.client_errors import (
     Unauthentic,
     Uncertain,
 )
-from tools.hostport import open_port, socket_of
+from tools.hostport import open_port, port_of
 
 DEFAULT_TIMEOUT_S = 5.0
 ADVANCE_WALL_S_PER_DAY = 20.0  # wall time allowed per simulated day of SIM_ADVANCE, on top of the timeout
@@ -122,27 +124,21 @@ _WHY = {
 class WallClockSigner(FrameSigner):
     """A FrameSigner whose counter never falls below the wall clock in microseconds."""
 
+    _pinned = False
+
+    def reserve(self) -> int:
+        """The counter the next frame will carry, fixed now (for a payload that depends on
+        it: KEY_UPDATE's wrapped key)."""
+        self.counter = max(self.counter, time.time_ns() // 1000)
+        self._pinned = True
+        return self.counter + 1
+
     def __call__(self, head: bytes) -> bytes:
         floor = time.time_ns() // 1000
-        if self.counter < floor:
+        if self.counter < floor and not self._pinned:
             self.counter = floor
+        self._pinned = False
         return super().__call__(head)
-
-
-def port_of(state_dir: str | Path) -> str:
-    """Where to reach the emulator running on state_dir: its host socket, which several
-    programs may share, or else the pty it advertised in `port`."""
-    d = Path(state_dir)
-    sock = socket_of(d)
-    if sock is not None:
-        return str(sock)
-    try:
-        return (d / "port").read_text().strip()
-    except FileNotFoundError:
-        raise NoAnswer(
-            f"no emulator is running on {d} (no {d / 'port'}): start one with `thecal emulator --state-dir {d}`, "
-            "or give --port"
-        ) from None
 
 
 class Client:
@@ -161,6 +157,7 @@ class Client:
         self.role = role
         self.timeout_s = timeout_s
         self._signers = {r: WallClockSigner(r, k) for r, k in keys.items()}
+        self._clinician_key = keys.get(Role.CLINICIAN)  # wraps a KEY_UPDATE's new key
         try:
             self.ser = open_port(port)
         except (serial.SerialException, OSError, ValueError) as e:
@@ -516,6 +513,18 @@ class Client:
                 concentration_ng_per_ml=concentration_ng_per_ml,
             ),
             role,
+        )
+
+    def update_key(self, role: Role, new_key: bytes | None) -> KeyUpdateAck | Confirmed:
+        """Replace `role`'s key with new_key, or revoke it (None), signed as the clinician
+        (SR-059). The caller keeps the new key (keys.json) once this returns."""
+        signer = self._signers.get(Role.CLINICIAN)
+        if signer is None or self._clinician_key is None:
+            raise ClientError("a key update is signed with the clinician key, and this client has none")
+        counter = signer.reserve()
+        wrapped = b"" if new_key is None else wrap_key(self._clinician_key, role, counter, new_key)
+        return self.command(
+            KeyUpdate(command_id=self.next_command_id(), role=role, wrapped_key=wrapped), Role.CLINICIAN
         )
 
     def ack_alarm(self, alarm: AlarmId, role: Role | None = None) -> AlarmAckAck:

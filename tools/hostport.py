@@ -16,6 +16,7 @@ from pathlib import Path
 import serial
 
 from emulator.hostlink import SOCKET_NAME, connect
+from tools.client_errors import NoAnswer
 
 READ_TIMEOUT_S = 0.05
 
@@ -84,3 +85,19 @@ def socket_of(state_dir: str | Path) -> Path | None:
     """The host socket of the emulator running on state_dir, if it has one."""
     p = Path(state_dir) / SOCKET_NAME
     return p if is_socket(p) else None
+
+
+def port_of(state_dir: str | Path) -> str:
+    """Where to reach the emulator running on state_dir: its host socket, which several
+    programs may share, or else the pty it advertised in `port`."""
+    d = Path(state_dir)
+    sock = socket_of(d)
+    if sock is not None:
+        return str(sock)
+    try:
+        return (d / "port").read_text().strip()
+    except FileNotFoundError:
+        raise NoAnswer(
+            f"no emulator is running on {d} (no {d / 'port'}): start one with `thecal emulator --state-dir {d}`, "
+            "or give --port"
+        ) from None

@@ -27,6 +27,7 @@ from protocol.messages import (
     ClinicianBolus,
     Hello,
     HwInfo,
+    KeyUpdate,
     LogRead,
     Message,
     Nak,
@@ -196,6 +197,7 @@ def _request(cls: type[Message], bench: Bench) -> Message:
         ),
         AlarmAck: lambda: AlarmAck(alarm=AlarmId.BATTERY_ERI),
         SetClock: lambda: SetClock(command_id=cid(), clock_s=1_767_225_600),
+        KeyUpdate: lambda: KeyUpdate(command_id=cid(), role=Role.PATIENT, wrapped_key=b""),  # (a pump of its own)
     }
     return builders[cls]()
 

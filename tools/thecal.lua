@@ -218,6 +218,7 @@ local vs_LogEvent = {
     [31] = "AUTH_FAILURES_SUMMARY",
     [32] = "REFUSALS_SUMMARY",
     [33] = "HARDWARE_REPLACED",
+    [34] = "KEY_UPDATED",
 }
 
 local vs_msg_type = {
@@ -252,6 +253,7 @@ local vs_msg_type = {
     [0x4C] = "SET_CLOCK",
     [0x4D] = "READ_PRESCRIPTION",
     [0x4E] = "CATHETER_REPLACED",
+    [0x4F] = "KEY_UPDATE",
     [0x60] = "HELLO_ACK",
     [0x61] = "STATUS_ACK",
     [0x62] = "PROGRAM_ACK",
@@ -267,6 +269,7 @@ local vs_msg_type = {
     [0x6C] = "SET_CLOCK_ACK",
     [0x6D] = "READ_PRESCRIPTION_ACK",
     [0x6E] = "CATHETER_REPLACED_ACK",
+    [0x6F] = "KEY_UPDATE_ACK",
     [0x80] = "NAK",
     [0x90] = "ALARM_RAISED",
     [0x91] = "ALARM_CLEARED",
@@ -789,6 +792,19 @@ messages[0x4E] = {
 }
 table.insert(message_codes, 0x4E)
 
+messages[0x4F] = {
+    name = "KEY_UPDATE", link = HOST_LINK,
+    fields = {
+        { name = "command_id", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.key_update.command_id", "command_id", base.DEC, nil, nil, "host-chosen id of this command; STATUS reports the last one accepted") },
+        { name = "role", kind = "enum", size = 1, vs = vs_Role, enum = "Role",
+          field = ProtoField.uint8("thecal.key_update.role", "role", base.DEC, vs_Role, nil, "whose key: CLINICIAN or PATIENT") },
+        { name = "wrapped_key", kind = "blob", max = 32, relay = false,
+          field = ProtoField.bytes("thecal.key_update.wrapped_key", "wrapped_key", nil, "the new 32-byte key, wrapped; empty: revoke") },
+    },
+}
+table.insert(message_codes, 0x4F)
+
 messages[0x60] = {
     name = "HELLO_ACK", link = HOST_LINK,
     fields = {
@@ -1029,6 +1045,19 @@ messages[0x6E] = {
     },
 }
 table.insert(message_codes, 0x6E)
+
+messages[0x6F] = {
+    name = "KEY_UPDATE_ACK", link = HOST_LINK,
+    fields = {
+        { name = "command_id", kind = "u", size = 4,
+          field = ProtoField.uint32("thecal.key_update_ack.command_id", "command_id", base.DEC, nil, nil, "host-chosen id of this command; STATUS reports the last one accepted") },
+        { name = "role", kind = "enum", size = 1, vs = vs_Role, enum = "Role",
+          field = ProtoField.uint8("thecal.key_update_ack.role", "role", base.DEC, vs_Role, nil, "whose key") },
+        { name = "revoked", kind = "bool", size = 1,
+          field = ProtoField.bool("thecal.key_update_ack.revoked", "revoked", base.NONE, nil, nil, "1: revoked, 0: replaced") },
+    },
+}
+table.insert(message_codes, 0x6F)
 
 messages[0x80] = {
     name = "NAK", link = HOST_LINK,
