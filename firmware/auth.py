@@ -43,6 +43,7 @@ class Auth:
         self.outbox = outbox
         self.refusals = refusals
         self.keys = {r: k for r, k in keys.items() if r in PERSON_ROLES}
+        self.revoked: set[Role] = set()  # SR-059: refused, and told so
         self.verifier = FrameVerifier(self.keys)
         # The NAK budget of each key id bucket (RAM only: a reset refills them).
         self.nak_budgets: dict[int, Budget] = {}
@@ -55,7 +56,8 @@ class Auth:
         had no pump key and the one handed over is taken (a pump provisioned before
         SR-058): the keys record must then be written again."""
         handed = self.pump_key
-        self.keys = {r: k for r, k in keys.items() if r in PERSON_ROLES}
+        self.keys = {r: k for r, k in keys.items() if r in PERSON_ROLES and k}
+        self.revoked = {r for r, k in keys.items() if r in PERSON_ROLES and not k}  # kept as b"" in NVM
         self.verifier = FrameVerifier(self.keys)
         self.verifier.last_counters.update({k: v for k, v in counters.items() if k in self.keys})
         self.pump_reserved = counters.get(int(Role.PUMP), 0)
@@ -70,8 +72,10 @@ class Auth:
         if wrapped:
             counter = self.verifier.last_counters[int(Role.CLINICIAN)]
             self.keys[role] = wrap_key(self.keys[Role.CLINICIAN], role, counter, wrapped)
+            self.revoked.discard(role)
         else:
             self.keys.pop(role, None)
+            self.revoked.add(role)
         counters = self.verifier.last_counters
         self.verifier = FrameVerifier(self.keys)
         self.verifier.last_counters.update({k: v for k, v in counters.items() if k in self.keys})
@@ -118,6 +122,9 @@ class Auth:
             return None, None, ""
         if replayed:
             return None, NakReason.REPLAYED, "replay"
+        if frame.auth is not None and frame.auth.key_id in self.revoked:
+            who = Role(frame.auth.key_id).name.lower()
+            return None, NakReason.AUTH_FAILED, f"the {who} key was revoked: ask the clinician for a new one"
         if v.result is AuthResult.COUNTER_OUT_OF_RANGE:
             return None, NakReason.AUTH_FAILED, "counter at the top of its range (not stored): sign with a lower one"
         return None, NakReason.AUTH_FAILED, "authentication failed"
@@ -130,7 +137,7 @@ class Auth:
         return data
 
     def keys_data(self) -> dict[str, str]:
-        keys = dict(self.keys)
+        keys = {**dict.fromkeys(self.revoked, b""), **self.keys}  # a revoked key outlives a reset as b""
         if self.pump_key is not None:
             keys[Role.PUMP] = self.pump_key
         return {str(int(r)): k.hex() for r, k in keys.items()}

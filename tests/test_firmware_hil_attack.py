@@ -461,7 +461,7 @@ def test_a_revoked_patient_key_stays_refused_after_a_power_cycle_and_a_replaced_
     for _ in range(2):
         with pytest.raises(Refused) as r:
             old.status()
-        assert r.value.reason is NakReason.AUTH_FAILED
+        assert r.value.reason is NakReason.AUTH_FAILED and "patient key was revoked" in r.value.nak.detail
         pump.client.power_cycle()
     fresh_key = new_key()
     assert not pump.client.update_key(Role.PATIENT, fresh_key).revoked
